@@ -1,0 +1,153 @@
+"""Checkpoints: ``run_dir/checkpoints/step-{step:08d}/`` holding ``weights.safetensors`` (model
+parameters) and ``state.json`` (step, epoch, metrics, package version). No pickle anywhere.
+
+Writes are atomic: files go to a temporary folder that is fsync'd and renamed into place.
+``load_run`` rebuilds a model from a run directory for evaluation, plotting and export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import RunConfig
+
+
+class CheckpointError(RuntimeError):
+    """A run directory or checkpoint is missing or unreadable; the message says which file."""
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(ckpt_dir: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> Path:
+    """Atomically write ``weights.safetensors`` (tensors) and ``state.json`` (JSON state) to ckpt_dir."""
+    ckpt_dir = Path(ckpt_dir)
+    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "weights.safetensors"))
+    with open(tmp / "state.json", "w") as f:
+        json.dump(state, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(tmp / "weights.safetensors", os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    old = ckpt_dir.with_name(ckpt_dir.name + ".old")
+    if ckpt_dir.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(ckpt_dir, old)
+    os.replace(tmp, ckpt_dir)
+    if old.exists():
+        shutil.rmtree(old)
+    _fsync_dir(ckpt_dir.parent)
+    return ckpt_dir
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete ``step-*`` checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith((".tmp", ".old"))
+             and (p / "weights.safetensors").exists() and (p / "state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def find_checkpoint(run_dir: str | Path, which: str = "last") -> Path:
+    """The checkpoint folder ``which`` ("last", "best" or "step-N") of a run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    if which == "best" and (run_dir / "checkpoints" / "best" / "weights.safetensors").exists():
+        return run_dir / "checkpoints" / "best"
+    if which.startswith("step-"):
+        p = run_dir / "checkpoints" / which
+        if not (p / "weights.safetensors").exists():
+            raise CheckpointError(f"{p} has no weights.safetensors")
+        return p
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"{run_dir} has no checkpoint (expected {run_dir}/checkpoints/step-*/weights.safetensors)")
+    return found[-1]
+
+
+def read_state(ckpt_dir: str | Path) -> dict:
+    path = Path(ckpt_dir) / "state.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+
+
+def read_tensors(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(ckpt_dir) / "weights.safetensors"
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"cannot read {path}: {e} (the file is damaged or not a safetensors file)") from None
+
+
+def load_run(run_dir: str | Path, which: str = "last", device: str | torch.device = "cpu"):
+    """Rebuild a trained model from a run directory.
+
+    Returns:
+        (cfg, model, info): the resolved ``RunConfig``, the ``VAE`` in eval mode with the
+        checkpoint's weights, and the ``DataInfo`` recorded at training time.
+    """
+    from .data import DataInfo
+    from .model import build_model
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    for name in ("config.json", "data.json"):
+        if not (run_dir / name).exists():
+            raise CheckpointError(f"{run_dir} is not an aevb run directory: {name} is missing")
+    cfg = RunConfig.load(run_dir / "config.json")
+    try:
+        info = DataInfo.from_dict(json.loads((run_dir / "data.json").read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise CheckpointError(f"cannot read {run_dir / 'data.json'}: {e}") from None
+    model = build_model(cfg.model, info)
+    ckpt = find_checkpoint(run_dir, which)
+    tensors = read_tensors(ckpt)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt}: weights do not fit the configured model: {e}") from None
+    return cfg, model.to(device).eval(), info

@@ -1,0 +1,102 @@
+"""Train a VAE and write a run directory (config, weights, metrics, figures).
+
+Settings come from the defaults, then --preset, then --config FILE (TOML or JSON), then the
+flags below, then --set section.key=value (any field; see docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from ..config import RunConfig, apply_overrides, field_help, read_config_file, read_preset, update
+
+HELP = "train a VAE on a named data set or your own files"
+
+# flag -> (section, key). Flags default to None so only what the user typed overrides presets.
+FLAGS = {
+    "--data": ("data", "name"),
+    "--data-dir": ("data", "data_dir"),
+    "--binarize": ("data", "binarize"),
+    "--likelihood": ("model", "likelihood"),
+    "--latent-dim": ("model", "latent_dim"),
+    "--hidden": ("model", "hidden"),
+    "--activation": ("model", "activation"),
+    "--arch": ("model", "arch"),
+    "--objective": ("objective", "name"),
+    "--kl": ("objective", "kl"),
+    "--samples": ("objective", "num_samples"),
+    "--beta": ("objective", "beta"),
+    "--epochs": ("train", "epochs"),
+    "--batch-size": ("train", "batch_size"),
+    "--optimizer": ("train", "optimizer"),
+    "--lr": ("train", "lr"),
+    "--seed": ("train", "seed"),
+    "--device": ("train", "device"),
+    "--threads": ("train", "threads"),
+}
+
+
+def _field(section: str, key: str):
+    sub = getattr(RunConfig(), section)
+    return next(f for f in fields(sub) if f.name == key), getattr(sub, key)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of FLAGS plus --preset, --config and --set."""
+    from ..likelihoods import LIKELIHOODS
+
+    for flag, (section, key) in FLAGS.items():
+        f, default = _field(section, key)
+        choices = f.metadata.get("choices")
+        if (section, key) == ("model", "likelihood"):
+            choices = tuple(sorted(LIKELIHOODS))
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        kwargs = {"default": None, "help": f"{field_help(section, key)} (default: {shown}; {section}.{key})"}
+        if choices:
+            kwargs["choices"] = choices
+        elif isinstance(default, bool):
+            kwargs["type"] = str
+        elif isinstance(default, int) and not isinstance(default, list):
+            kwargs["type"] = int
+        elif isinstance(default, float):
+            kwargs["type"] = float
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--preset", default=None, help="start from a named preset (see configs/ and `aevb train --list-presets`)")
+    parser.add_argument("--config", default=None, help="TOML or JSON file with [data], [model], [objective], [train], [eval] tables")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any config field, e.g. --set train.lr=3e-4 (repeatable)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--out", default=None, help="run directory to write (default: runs/<timestamp>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars; one line per epoch")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """defaults <- preset <- config file <- flags <- --set."""
+    cfg = RunConfig()
+    if args.preset:
+        update(cfg, read_preset(args.preset), source=f"preset {args.preset}")
+    if args.config:
+        update(cfg, read_config_file(args.config), source=args.config)
+    nested: dict = {}
+    for flag, (section, key) in FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            nested.setdefault(section, {})[key] = value
+    update(cfg, nested, source="flags")
+    apply_overrides(cfg, args.overrides)
+    if getattr(args, "out", None):
+        cfg.out = args.out
+    if getattr(args, "quiet", False):
+        cfg.train.quiet = True
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    train(config_from_args(args))
+    return 0

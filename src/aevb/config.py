@@ -1,0 +1,290 @@
+"""Typed run configuration: defaults <- preset <- config file <- dotted overrides.
+
+Every field has a default and a one-line description (its ``metadata["help"]``), so
+``aevb train --help`` and error messages can explain it. ``validate`` checks every field
+at once and raises one :class:`ConfigError` naming each bad key, value and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
+    """A dataclass field with a default, a one-line description and optional allowed values."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class ConfigError(ValueError):
+    """One or more configuration values are invalid; the message lists every problem."""
+
+
+@dataclass
+class DataConfig:
+    name: str = _f("mnist5k", "named data set (see `aevb data list`) or a path to a file/folder")
+    data_dir: str = _f("", "folder holding the data set's files (empty: the default place)")
+    binarize: str = _f("auto", "binarization of [0,1] pixels (auto: dynamic for a bernoulli likelihood)", ("auto", "dynamic", "static", "none"))
+    split_seed: int = _f(0, "seed of the shuffle that splits train/validation/test")
+    valid_fraction: float = _f(0.1, "fraction held out for validation when the set has no fixed split")
+    test_fraction: float = _f(0.1, "fraction held out for testing when the set has no fixed test split")
+    split: str = _f("", "named split protocol where the data set has several (e.g. mnist: standard, iwae)")
+    label_column: str = _f("", "CSV only: name or index of a label column to keep out of the data")
+    image_size: str = _f("", "image folders only: resize every image to HxW (e.g. 28x28)")
+    dequantize: str = _f("none", "continuous likelihoods on 8-bit data", ("none", "uniform"))
+    standardize: bool = _f(False, "subtract the training mean and divide by the training std (real data)")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = _f("mlp", "encoder/decoder network family", ("mlp", "conv"))
+    latent_dim: int = _f(20, "number of latent dimensions of z")
+    hidden: list = _f([500], "hidden layer sizes of the MLP encoder (the decoder mirrors them)")
+    activation: str = _f("tanh", "hidden activation", ("tanh", "relu", "elu", "softplus"))
+    likelihood: str = _f("bernoulli", "observation model p(x|z) (see docs/likelihoods.md)")
+    sigma: str = _f("learned_shared", "gaussian/laplace scale: a number (fixed) or learned_shared, learned_per_dim, predicted")
+    min_sigma: float = _f(1e-3, "lower bound on a learned gaussian/laplace scale")
+    prior: str = _f("standard_normal", "prior p(z)")
+    init_bias_from_data: bool = _f(True, "initialise the decoder output bias from the training-data mean")
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = _f("elbo", "training bound", ("elbo", "iwae"))
+    kl: str = _f("analytic", "KL term of the ELBO: closed form (AEVB eq. 7) or Monte Carlo (eq. 6)", ("analytic", "mc"))
+    num_samples: int = _f(1, "samples of z per example (L for the ELBO, K for IWAE)")
+    beta: float = _f(1.0, "weight of the KL term; any value but 1 is not an ELBO")
+    warmup_steps: int = _f(0, "optimizer steps over which the KL weight rises linearly from 0 to beta")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(100, "passes over the training set")
+    batch_size: int = _f(100, "examples per optimizer step (global, across processes)")
+    optimizer: str = _f("adam", "optimizer", ("adam", "adagrad"))
+    lr: float = _f(1e-3, "learning rate")
+    adam_eps: float = _f(1e-8, "Adam epsilon")
+    schedule: str = _f("constant", "learning-rate schedule", ("constant", "iwae"))
+    weight_decay: float = _f(0.0, "N(0, I) prior on parameters, as a coefficient per training example")
+    grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: no clipping)")
+    seed: int = _f(0, "seed for initialisation, batching, binarization and sampling")
+    device: str = _f("auto", "device", ("auto", "cpu", "cuda", "mps"))
+    threads: int = _f(0, "torch intra-op threads (0: leave torch's default)")
+    eval_every: int = _f(0, "validate every N optimizer steps (0: after every epoch)")
+    checkpoint_every: int = _f(0, "write a checkpoint every N optimizer steps (0: after every epoch)")
+    early_stopping: int = _f(0, "stop after N validations without improvement (0: never)")
+    max_nan_retries: int = _f(3, "roll back and lower the learning rate this many times on NaN/inf")
+    compile: bool = _f(False, "use torch.compile on the model")
+    quiet: bool = _f(False, "no progress bars, one line per epoch")
+
+
+@dataclass
+class EvalConfig:
+    split: str = _f("test", "split to evaluate", ("train", "valid", "test"))
+    k: int = _f(5000, "importance samples per example for log p(x) (IWAE bound L_k)")
+    seed: int = _f(1234, "seed of the evaluation's sampling and binarization")
+    memory_mb: int = _f(512, "memory budget per chunk of (samples x examples) work")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str = ""
+
+    # -- conversion -------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        cfg = cls()
+        update(cfg, d)
+        return cfg
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from None
+        return cls.from_dict(d)
+
+
+SECTIONS = ("data", "model", "objective", "train", "eval")
+
+
+def _convert(value: Any, like: Any, key: str) -> Any:
+    """Convert a value (often a string from the command line) to the type of ``like``."""
+    if isinstance(like, bool):
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if isinstance(like, int):
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if isinstance(like, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if isinstance(like, list):
+        if isinstance(value, str):
+            parts = [p for p in value.replace(" ", "").split(",") if p]
+        elif isinstance(value, (list, tuple)):
+            parts = list(value)
+        else:
+            parts = [value]
+        try:
+            return [int(p) for p in parts]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected comma-separated integers, got {value!r}") from None
+    return str(value)
+
+
+def update(cfg: RunConfig, d: dict, source: str = "config") -> RunConfig:
+    """Set fields from a nested dict ``{"train": {"lr": 0.01}, ...}``; unknown keys are errors."""
+    problems = []
+    for section, values in d.items():
+        if section == "out":
+            cfg.out = str(values)
+            continue
+        if section not in SECTIONS:
+            problems.append(f"{source}: unknown section {section!r} (allowed: {', '.join(SECTIONS)}, out)")
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{source}: section {section!r} must be a table of key = value")
+            continue
+        sub = getattr(cfg, section)
+        names = {f.name for f in fields(sub)}
+        for key, value in values.items():
+            if key not in names:
+                problems.append(f"{source}: unknown key {section}.{key} (allowed: {', '.join(sorted(names))})")
+                continue
+            try:
+                setattr(sub, key, _convert(value, getattr(sub, key), f"{section}.{key}"))
+            except ConfigError as e:
+                problems.append(str(e))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` strings (``--set train.lr=1e-3``)."""
+    nested: dict = {}
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
+        dotted, value = item.split("=", 1)
+        section, key = dotted.strip().split(".", 1)
+        nested.setdefault(section, {})[key] = value.strip()
+    return update(cfg, nested, source="--set")
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Read a TOML or JSON config file into a nested dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check every field; raise one ConfigError listing all problems."""
+    from .likelihoods import LIKELIHOODS
+    from .priors import PRIORS
+
+    problems = []
+    for section in SECTIONS:
+        sub = getattr(cfg, section)
+        for f in fields(sub):
+            choices = f.metadata.get("choices")
+            value = getattr(sub, f.name)
+            if choices and value not in choices:
+                problems.append(f"{section}.{f.name} = {value!r}: allowed values are {', '.join(choices)}")
+    m, o, t, e = cfg.model, cfg.objective, cfg.train, cfg.eval
+    if m.likelihood not in LIKELIHOODS:
+        problems.append(f"model.likelihood = {m.likelihood!r}: allowed values are {', '.join(sorted(LIKELIHOODS))}")
+    if m.prior not in PRIORS:
+        problems.append(f"model.prior = {m.prior!r}: allowed values are {', '.join(sorted(PRIORS))}")
+    positive = [("model.latent_dim", m.latent_dim), ("objective.num_samples", o.num_samples),
+                ("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("eval.k", e.k),
+                ("eval.memory_mb", e.memory_mb)]
+    problems += [f"{k} = {v!r}: must be a positive integer" for k, v in positive if v < 1]
+    if any(h < 1 for h in m.hidden):
+        problems.append(f"model.hidden = {m.hidden!r}: every layer size must be a positive integer")
+    if not t.lr > 0:
+        problems.append(f"train.lr = {t.lr!r}: must be > 0")
+    if o.beta < 0:
+        problems.append(f"objective.beta = {o.beta!r}: must be >= 0")
+    nonneg = [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip),
+              ("train.threads", t.threads), ("train.eval_every", t.eval_every),
+              ("train.checkpoint_every", t.checkpoint_every), ("train.early_stopping", t.early_stopping),
+              ("train.max_nan_retries", t.max_nan_retries), ("objective.warmup_steps", o.warmup_steps)]
+    problems += [f"{k} = {v!r}: must be >= 0" for k, v in nonneg if v < 0]
+    for k, v in (("data.valid_fraction", cfg.data.valid_fraction), ("data.test_fraction", cfg.data.test_fraction)):
+        if not 0 <= v < 1:
+            problems.append(f"{k} = {v!r}: must be in [0, 1)")
+    if m.min_sigma <= 0:
+        problems.append(f"model.min_sigma = {m.min_sigma!r}: must be > 0")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def field_help(section: str, name: str) -> str:
+    """The one-line description of a config field."""
+    sub = getattr(RunConfig(), section)
+    for f in fields(sub):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(f"{section}.{name}")
+
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in ``aevb/presets/*.toml``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def read_preset(name: str) -> dict:
+    """The nested dict of a shipped preset; unknown names are refused with the allowed names."""
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; allowed: {', '.join(list_presets()) or '(none)'}")
+    return read_config_file(path)

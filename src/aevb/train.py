@@ -20,6 +20,7 @@ from .checkpoint import save_checkpoint, unwrap, write_json_atomic
 from .config import RunConfig, validate
 from .data import Splits, build_datasets, prepare_batch
 from .evaluate import evaluate_elbo
+from .figures import write_basic_plots
 from .metrics import MetricsLog
 from .model import VAE, build_model
 from .objectives import OBJECTIVES
@@ -172,17 +173,3 @@ def train(cfg: RunConfig) -> Path:
     print(f"test ELBO: {test['elbo']:.2f} ± {test['elbo_se']:.2f} nats per example "
           f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {info.binarization} binarization)")
     return run_dir
-
-
-def write_basic_plots(model: VAE, splits: Splits, info, run_dir: Path, seed: int) -> None:
-    """Reconstructions of the first test images and decoded prior samples, as PNGs in run_dir/plots."""
-    from .plots import plot_reconstructions, plot_samples, save_figure
-
-    plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    device = next(model.parameters()).device
-    x = splits.test[:50] if len(splits.test) else splits.train[:50]
-    x = x.to(device)
-    save_figure(plot_reconstructions(x.cpu(), model.reconstruct(x).cpu(), info.shape), plots / "reconstructions.png")
-    g = torch.Generator(device=device).manual_seed(seed)
-    save_figure(plot_samples(model.sample(100, generator=g).cpu(), info.shape), plots / "samples.png")

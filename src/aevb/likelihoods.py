@@ -155,7 +155,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
 
     def init_output_bias(self, bias: torch.Tensor, data_mean: torch.Tensor) -> None:
         """Logits whose CB mean equals the data mean (the mean is increasing in the logit: bisection)."""
-        target = data_mean.clamp(1e-3, 1 - 1e-3)
+        target = data_mean.double().clamp(1e-3, 1 - 1e-3)  # float64: float32 CB saturates near |logit| 17
         lo, hi = torch.full_like(target, -30.0), torch.full_like(target, 30.0)
         for _ in range(60):
             mid = (lo + hi) / 2

@@ -147,3 +147,15 @@ def test_cli_reports_bad_values_as_an_aevb_error(capsys):
     assert "aevb explain: error: dims must be a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["explain", "--loss", "huber", "--reduction", "sum", "--dims", "3"])
+
+
+def test_the_example_in_docs_likelihoods_md_is_what_the_command_prints(capsys):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "likelihoods.md").read_text()
+    block = doc.split("    $ aevb explain ", 1)[1].split("\n\n", 1)[0].splitlines()
+    argv = block[0].split()
+    assert main(["explain", *argv]) == 0
+    out = capsys.readouterr().out
+    shown = [line.strip() for line in block[1:] if line.strip() != "..."]
+    assert shown and all(line in out for line in shown), (shown, out)

@@ -46,7 +46,7 @@ def log_p(loss, x, m, scale):
 
 
 CASES = [(loss, red, dims, w) for loss in ("mse", "bce", "l1") for red in ("sum", "mean")
-         for dims in (1, 10, 784) for w in (1.0, 0.5, 3.0)]
+         for dims in (1, 10, 49, 784) for w in (1.0, 0.5, 3.0, 49.0)]
 
 
 @pytest.mark.parametrize("loss, reduction, dims, w", CASES)

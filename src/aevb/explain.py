@@ -35,9 +35,8 @@ def _laplace(c: float, k: float, dims: int) -> tuple[float, float]:
     return b, dims * math.log(2 * b)
 
 
-def _reading(loss: str, c: float, k: float, w: float, dims: int) -> dict:
-    """The likelihood parameters for one multiplier k."""
-    beta = k * w
+def _reading(loss: str, c: float, k: float, beta: float, dims: int) -> dict:
+    """The likelihood parameters for one multiplier k (beta = k w, passed exactly by the caller)."""
     if loss == "bce":
         scale, constant = None, 0.0
     else:
@@ -74,13 +73,14 @@ def explain_loss(loss: str, reduction: str, dims: int, kl_weight: float = 1.0) -
         raise ValueError(f"kl weight must be a finite number >= 0, got {kl_weight!r}")
     c = 1.0 if reduction == "sum" else 1.0 / dims
     w = float(kl_weight)
-    k = 1.0 / c if loss == "bce" else 1.0
+    k = float(dims) if (loss == "bce" and reduction == "mean") else 1.0
     out = {"loss": loss, "reduction": reduction, "dims": dims, "kl_weight": w, "c": c,
            "likelihood": {"mse": "gaussian", "bce": "bernoulli", "l1": "laplace"}[loss],
            "scale_name": {"mse": "sigma", "bce": None, "l1": "b"}[loss]}
-    out.update(_reading(loss, c, k, w, dims))
-    out["exact_elbo"] = _reading(loss, c, 1.0 / w, w, dims) if (loss != "bce" and w > 0) else None
-    out["as_sum"] = _reading(loss, c, 1.0 / c, w, dims) if (loss != "bce" and c != 1.0) else None
+    out.update(_reading(loss, c, k, k * w, dims))
+    out["exact_elbo"] = _reading(loss, c, 1.0 / w, 1.0, dims) if (loss != "bce" and w > 0) else None
+    out["as_sum"] = _reading(loss, c, float(dims), dims * w, dims) if (loss != "bce" and dims > 1 and
+                                                                        reduction == "mean") else None
     out["note"] = NOTES[loss]
     out["derivation"] = derivation(out)
     return out

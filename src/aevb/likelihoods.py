@@ -321,8 +321,8 @@ class CategoricalLikelihood(Likelihood):
             i, j, value = found
             raise DataMismatchError(
                 f"{where}: the categorical likelihood needs integer levels 0..{self.num_levels - 1}, but example "
-                f"{i}, dimension {j} is {value:g}. Keep 8-bit data as integer levels (do not scale to [0, 1] or "
-                "dequantize), or choose continuous_bernoulli/gaussian for continuous values.")
+                f"{i}, dimension {j} is {value:g}. Keep quantized data (8-bit images) as integer levels (do not scale "
+                "to [0, 1] or dequantize), or choose continuous_bernoulli/gaussian for continuous values.")
 
     def init_output_bias(self, bias: torch.Tensor, data_mean: torch.Tensor) -> None:
         """Logits of Binomial(L - 1, mean / (L - 1)) per dimension: the start matches the data mean."""

@@ -10,9 +10,12 @@ Adding a likelihood = one class here + one ``LIKELIHOODS`` entry; see docs/likel
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Distribution, Independent
+from torch.distributions import (Bernoulli, Binomial, Categorical, ContinuousBernoulli, Distribution, Independent,
+                                 Laplace, Normal)
 
 
 class DataMismatchError(ValueError):
@@ -35,11 +38,18 @@ class Likelihood(nn.Module):
         params_per_dim: decoder outputs per data dimension.
         supports: data supports (``DataInfo.support``) this likelihood is a density for.
         discrete: True when ``log_prob`` is a probability mass (bits/dim is then meaningful).
+        wants_integer_levels: True when the data must hold integer levels 0..levels-1 (as float32)
+            rather than values scaled to [0, 1] (the data layer reads this).
+
+    Parameter layout: the decoder emits (..., P * D) numbers; parameter p of data dimension d is
+    at index ``p * D + d`` (P blocks of D, the layout of a conv decoder's P*C output channels).
+    ``init_output_bias`` fills the decoder's last bias, shape (P * D,), in the same layout.
     """
 
     params_per_dim: int = 1
     supports: tuple[str, ...] = ()
     discrete: bool = False
+    wants_integer_levels: bool = False
 
     def __init__(self, num_dims: int):
         super().__init__()
@@ -61,7 +71,8 @@ class Likelihood(nn.Module):
         found = first_bad(x, ~torch.isfinite(x))
         if found:
             i, j, value = found
-            raise DataMismatchError(f"{where}: example {i}, dimension {j} is {value}; NaN and inf are not data")
+            raise DataMismatchError(f"{where}: example {i}, dimension {j} is {value}; NaN and inf are not data. "
+                                    "Remove or impute those values before training.")
 
     def init_output_bias(self, bias: torch.Tensor, data_mean: torch.Tensor) -> None:
         """Set the decoder's last bias so that p(x|z) matches the training-data mean at the start."""
@@ -103,8 +114,231 @@ class BernoulliLikelihood(Likelihood):
             bias.copy_(torch.log(p) - torch.log1p(-p))
 
 
+def check_unit_interval(x: torch.Tensor, where: str, name: str) -> None:
+    """Raise ``DataMismatchError`` naming the first value outside [0, 1]."""
+    found = first_bad(x, (x < 0) | (x > 1))
+    if found:
+        i, j, value = found
+        raise DataMismatchError(
+            f"{where}: the {name} likelihood needs values in [0, 1], but example {i}, dimension {j} is {value:g}. "
+            "Scale the data to [0, 1] (images: divide by the largest pixel value) or choose gaussian or laplace "
+            "for real-valued data.")
+
+
+def logit(p: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """log p - log(1 - p) with p clamped to [eps, 1 - eps]."""
+    p = p.clamp(eps, 1 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+class ContinuousBernoulliLikelihood(Likelihood):
+    """p(x|z) = prod_d CB(x_d; lambda_d) = C(lambda_d) lambda_d^x_d (1 - lambda_d)^(1 - x_d), x_d in [0, 1].
+
+    The decoder emits logits l = logit(lambda). C(lambda) is the normaliser that makes the density
+    integrate to 1 over [0, 1] (``torch.distributions.ContinuousBernoulli``):
+    C = 2 artanh(1 - 2 lambda) / (1 - 2 lambda), C(1/2) = 2. Binary cross-entropy on grayscale
+    targets is this density without log C, which is not a log-likelihood. ``mean`` is E[x|z] (not
+    lambda): that is what reconstructions show.
+
+    References: Loaiza-Ganem & Cunningham (2019), The continuous Bernoulli, eq. 2.
+    """
+
+    params_per_dim = 1
+    supports = ("unit_interval",)
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        return Independent(ContinuousBernoulli(logits=params, validate_args=False), 1, validate_args=False)
+
+    def check_data(self, x: torch.Tensor, where: str = "data") -> None:
+        super().check_data(x, where)
+        check_unit_interval(x, where, "continuous_bernoulli")
+
+    def init_output_bias(self, bias: torch.Tensor, data_mean: torch.Tensor) -> None:
+        """Logits whose CB mean equals the data mean (the mean is increasing in the logit: bisection)."""
+        target = data_mean.double().clamp(1e-3, 1 - 1e-3)  # float64: float32 CB saturates near |logit| 17
+        lo, hi = torch.full_like(target, -30.0), torch.full_like(target, 30.0)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            above = ContinuousBernoulli(logits=mid, validate_args=False).mean > target
+            hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
+        with torch.no_grad():
+            bias.copy_((lo + hi) / 2)
+
+
+SIGMA_MODES = ("learned_shared", "learned_per_dim", "predicted")
+
+
+def parse_sigma(sigma: str | float) -> tuple[str, float | None]:
+    """``ModelConfig.sigma`` -> ("fixed", value) or (mode, None); mode in ``SIGMA_MODES``."""
+    text = str(sigma).strip()
+    if text in SIGMA_MODES:
+        return text, None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"model.sigma = {sigma!r}: expected a positive number (a fixed scale) or one of "
+                         f"{', '.join(SIGMA_MODES)}")
+    return "fixed", value
+
+
+class ScaledLikelihood(Likelihood):
+    """Shared machinery of location-scale likelihoods (gaussian, laplace): the scale modes.
+
+    The scale s (sigma for the Gaussian, b for the Laplace) is, by ``ModelConfig.sigma``:
+
+    - a number: fixed, s = that number (no floor);
+    - ``learned_shared``: one ``nn.Parameter`` u, s = min_scale + exp(u) for all dimensions;
+    - ``learned_per_dim``: a parameter u of shape (D,), s_d = min_scale + exp(u_d);
+    - ``predicted``: the decoder emits a second block of D numbers v (``params_per_dim = 2``),
+      s = min_scale + exp(v / 2) for the Gaussian (v is a log-variance, AEVB appendix C.2) and
+      s = min_scale + exp(v) for the Laplace (v is a log-scale).
+
+    min_scale = ``ModelConfig.min_sigma`` keeps a learned scale from collapsing to 0, where the
+    density of a continuous likelihood is unbounded. The location is sigmoid(m) for data scaled
+    to [0, 1] (support "unit_interval", the Frey Face decoder's sigmoid-bounded mean) and m itself
+    otherwise. Learned scales are parameters of this module, saved in the model's state dict.
+    """
+
+    family: type = Normal
+    log_param_factor: float = 0.5  # s = min_scale + exp(factor * v) in the predicted mode
+
+    def __init__(self, num_dims: int, sigma: str | float = "learned_shared", min_sigma: float = 1e-3,
+                 mean_link: str = "identity"):
+        super().__init__(num_dims)
+        self.mode, fixed = parse_sigma(sigma)
+        if mean_link not in ("identity", "sigmoid"):
+            raise ValueError(f"mean_link must be 'identity' or 'sigmoid', got {mean_link!r}")
+        self.min_scale = float(min_sigma)
+        self.mean_link = mean_link
+        self.params_per_dim = 2 if self.mode == "predicted" else 1
+        self.fixed_scale = fixed
+        if self.mode == "learned_shared":
+            self.log_scale = nn.Parameter(torch.zeros(()))
+        elif self.mode == "learned_per_dim":
+            self.log_scale = nn.Parameter(torch.zeros(num_dims))
+
+    @classmethod
+    def from_config(cls, model_cfg, info) -> "ScaledLikelihood":
+        link = "sigmoid" if info.support in ("unit_interval", "binary") else "identity"
+        return cls(info.num_dims, model_cfg.sigma, model_cfg.min_sigma, link)
+
+    def location_and_scale(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale), each (..., D), from decoder outputs (..., P * D)."""
+        raw_loc = params[..., : self.num_dims]
+        loc = torch.sigmoid(raw_loc) if self.mean_link == "sigmoid" else raw_loc
+        if self.mode == "fixed":
+            scale = torch.full_like(loc, self.fixed_scale)
+        elif self.mode == "predicted":
+            scale = self.min_scale + torch.exp(self.log_param_factor * params[..., self.num_dims:])
+        else:
+            scale = (self.min_scale + torch.exp(self.log_scale)).expand_as(loc)
+        return loc, scale
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        loc, scale = self.location_and_scale(params)
+        return Independent(self.family(loc, scale, validate_args=False), 1, validate_args=False)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return self.location_and_scale(params)[0]
+
+    def init_output_bias(self, bias: torch.Tensor, data_mean: torch.Tensor) -> None:
+        """Location block (first D) set so the location is the data mean; a predicted scale block is left as is."""
+        loc = logit(data_mean) if self.mean_link == "sigmoid" else data_mean
+        with torch.no_grad():
+            bias[: self.num_dims].copy_(loc)
+
+
+class GaussianLikelihood(ScaledLikelihood):
+    """p(x|z) = prod_d N(x_d; mu_d, sigma_d^2), with the constants:
+
+    -log p(x|z) = sum_d [(x_d - mu_d)^2 / (2 sigma_d^2) + 1/2 log(2 pi sigma_d^2)], in nats.
+
+    With a fixed sigma this is the sum of squared errors / (2 sigma^2) plus D/2 log(2 pi sigma^2);
+    see ``ScaledLikelihood`` for the sigma modes and docs/likelihoods.md for the MSE relation.
+
+    References: Kingma & Welling (2014), appendix C.2 (Frey Face: predicted variance).
+    """
+
+    supports = ("unit_interval", "real")
+    family = Normal
+    log_param_factor = 0.5
+
+
+class LaplaceLikelihood(ScaledLikelihood):
+    """p(x|z) = prod_d Laplace(x_d; mu_d, b_d) = prod_d exp(-|x_d - mu_d| / b_d) / (2 b_d).
+
+    -log p(x|z) = sum_d |x_d - mu_d| / b_d + log(2 b_d): an L1 loss summed over dimensions is this
+    with b = 1, up to the constant D log 2. Scale modes as in ``ScaledLikelihood`` (predicted: log b).
+    """
+
+    supports = ("unit_interval", "real")
+    family = Laplace
+    log_param_factor = 1.0
+
+
+class CategoricalLikelihood(Likelihood):
+    """p(x|z) = prod_d Categorical(x_d; softmax(l_d)) over the integer levels 0..L-1 (L = 256 for 8-bit).
+
+    The decoder emits L logits per dimension, level-major: logit of level k for dimension d is at
+    index ``k * D + d``. The data must hold the integer levels (0..255 as float32), not values
+    scaled to [0, 1] (``wants_integer_levels``). -log p(x|z) is a code length: bits/dim =
+    -log p(x) / (D ln 2), comparable with image models. ``mean`` is E[x|z] in levels (0..L-1).
+
+    References: van den Oord et al. (2016), Pixel recurrent neural networks (256-way softmax).
+    """
+
+    params_per_dim = 256
+    supports = ("8bit",)
+    discrete = True
+    wants_integer_levels = True
+
+    def __init__(self, num_dims: int, num_levels: int = 256):
+        super().__init__(num_dims)
+        self.num_levels = int(num_levels)
+        self.params_per_dim = self.num_levels
+
+    @classmethod
+    def from_config(cls, model_cfg, info) -> "CategoricalLikelihood":
+        return cls(info.num_dims, getattr(info, "levels", None) or 256)
+
+    def logits(self, params: torch.Tensor) -> torch.Tensor:
+        """(..., D, L) logits from (..., L * D) decoder outputs."""
+        return params.unflatten(-1, (self.num_levels, self.num_dims)).transpose(-1, -2)
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        return Independent(Categorical(logits=self.logits(params), validate_args=False), 1, validate_args=False)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        levels = torch.arange(self.num_levels, dtype=params.dtype, device=params.device)
+        return (torch.softmax(self.logits(params), -1) * levels).sum(-1)
+
+    def check_data(self, x: torch.Tensor, where: str = "data") -> None:
+        super().check_data(x, where)
+        found = first_bad(x, (x != torch.round(x)) | (x < 0) | (x > self.num_levels - 1))
+        if found:
+            i, j, value = found
+            raise DataMismatchError(
+                f"{where}: the categorical likelihood needs integer levels 0..{self.num_levels - 1}, but example "
+                f"{i}, dimension {j} is {value:g}. Keep quantized data (8-bit images) as integer levels (do not scale "
+                "to [0, 1] or dequantize), or choose continuous_bernoulli/gaussian for continuous values.")
+
+    def init_output_bias(self, bias: torch.Tensor, data_mean: torch.Tensor) -> None:
+        """Logits of Binomial(L - 1, mean / (L - 1)) per dimension: the start matches the data mean."""
+        p = (data_mean / (self.num_levels - 1)).clamp(1e-3, 1 - 1e-3)
+        levels = torch.arange(self.num_levels, dtype=p.dtype).unsqueeze(-1)  # (L, 1)
+        log_pmf = Binomial(self.num_levels - 1, probs=p, validate_args=False).log_prob(levels)  # (L, D)
+        with torch.no_grad():
+            bias.copy_(log_pmf.reshape(-1))
+
+
 LIKELIHOODS: dict[str, type[Likelihood]] = {
     "bernoulli": BernoulliLikelihood,
+    "continuous_bernoulli": ContinuousBernoulliLikelihood,
+    "gaussian": GaussianLikelihood,
+    "laplace": LaplaceLikelihood,
+    "categorical": CategoricalLikelihood,
 }
 
 

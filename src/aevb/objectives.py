@@ -26,13 +26,28 @@ class Bound(NamedTuple):
     kl: torch.Tensor
 
 
+def analytic_kl(q_z, p_z) -> torch.Tensor:
+    """KL(q || p) in closed form via ``torch.distributions.kl_divergence`` (pairs added with
+    ``register_kl``); a prior without a closed form gets a clear error pointing at ``kl="mc"``.
+
+    For q = N(mu, diag(s^2)) and p = N(0, I): KL = 1/2 sum_j (mu_j^2 + s_j^2 - 1 - log s_j^2).
+    """
+    try:
+        return kl_divergence(q_z, p_z)
+    except NotImplementedError:
+        raise ValueError(f"no closed-form KL between {type(q_z).__name__} and {type(p_z).__name__} "
+                         "is registered; use objective.kl = mc (Monte Carlo KL)") from None
+
+
 def elbo(model, x: torch.Tensor, *, num_samples: int = 1, kl: str = "analytic", beta: float = 1.0) -> Bound:
     """ELBO(x) = E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)), per example, in nats.
 
     E_q is estimated with L = ``num_samples`` reparameterised draws of z. With ``kl="analytic"``
     the KL is the closed form (AEVB eq. 7, estimator B); with ``kl="mc"`` it is the Monte Carlo
-    estimate log q(z|x) - log p(z) on the same draws (AEVB eq. 6, estimator A). ``beta != 1`` is
-    not an ELBO (nor a bound on log p(x)) and is labelled so by every caller.
+    estimate log q(z|x) - log p(z) on the same draws (AEVB eq. 6, estimator A). Both are unbiased
+    estimates of the same ELBO; the analytic KL usually has lower variance. ``beta != 1`` is not
+    an ELBO (beta > 1 is a looser lower bound on log p(x), beta < 1 is no bound); callers label
+    it so. KL warm-up is the trainer's job: it passes a beta rising from 0 to its final value.
 
     Args:
         model: a ``VAE``.
@@ -52,7 +67,7 @@ def elbo(model, x: torch.Tensor, *, num_samples: int = 1, kl: str = "analytic", 
     log_p_x_given_z = model.likelihood(z).log_prob(x)  # (L, B)
     recon = log_p_x_given_z.mean(0)
     if kl == "analytic":
-        kl_term = kl_divergence(q_z, p_z)  # (B,)
+        kl_term = analytic_kl(q_z, p_z)  # (B,)
     elif kl == "mc":
         kl_term = (q_z.log_prob(z) - p_z.log_prob(z)).mean(0)
     else:
@@ -63,8 +78,10 @@ def elbo(model, x: torch.Tensor, *, num_samples: int = 1, kl: str = "analytic", 
 def iwae(model, x: torch.Tensor, *, num_samples: int = 50, kl: str = "analytic", beta: float = 1.0) -> Bound:
     """IWAE bound L_K(x) = log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x), per example, in nats.
 
-    L_1 is the Monte Carlo ELBO (AEVB eq. 6); L_K increases with K towards log p(x). ``kl`` and
-    ``beta`` are accepted for a common signature; beta must be 1.
+    L_1 is the Monte Carlo ELBO (AEVB eq. 6) on the same draws; E[L_K] <= E[L_{K+1}] <= log p(x)
+    and L_K -> log p(x) as K grows. The log-mean-exp over k is computed stably with logsumexp.
+    ``kl`` and ``beta`` are accepted for a common signature; beta must be 1. ``recon`` and ``kl``
+    in the result are plain Monte Carlo averages under q, for monitoring only (not the bound's terms).
 
     References: Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders, eq. 8.
     """

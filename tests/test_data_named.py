@@ -98,3 +98,64 @@ def test_frey_face_mat_without_ff_names_the_variables_it_has(tmp_path):
     savemat(tmp_path / "frey_rawface.mat", {"faces": np.zeros((560, 2), np.uint8)})
     with pytest.raises(KeyError, match="no variable 'ff'; the file holds faces"):
         load_raw(DataConfig(name="frey-face", data_dir=str(tmp_path)))
+
+
+def test_fashion_mnist_reads_idx_files_from_data_dir(tmp_path):
+    from tests.data_helpers import write_idx_set
+
+    x_train, y_train, x_test, y_test = write_idx_set(tmp_path / "fashion-mnist", num_train=50010, num_test=3)
+    splits, info = build_datasets(DataConfig(name="fashion-mnist", data_dir=str(tmp_path)), "gaussian")
+    assert info.sizes == {"train": 50000, "valid": 10, "test": 3}
+    assert torch.equal(splits.valid * 255, torch.as_tensor(x_train[50000:].reshape(10, 784), dtype=torch.float32))
+    assert torch.equal(splits.test_labels, torch.as_tensor(y_test, dtype=torch.int64))
+    assert str(tmp_path / "fashion-mnist") in info.source
+
+
+def test_uncompressed_idx_files_are_read_too(tmp_path):
+    from tests.data_helpers import write_idx_set
+
+    x_train, *_ = write_idx_set(tmp_path, num_train=59601, num_test=2, gz=False)
+    splits, info = build_datasets(DataConfig(name="mnist", data_dir=str(tmp_path), split="iwae"), "gaussian")
+    assert info.sizes == {"train": 59600, "valid": 1, "test": 2}
+    assert torch.equal(splits.valid * 255, torch.as_tensor(x_train[-1:].reshape(1, 784), dtype=torch.float32))
+
+
+def test_binarized_mnist_reads_the_amat_files_without_binarizing_again(tmp_path):
+    from tests.data_helpers import write_amat_set
+
+    train, valid, test = write_amat_set(tmp_path)
+    cfg = DataConfig(name="binarized-mnist", data_dir=str(tmp_path), verify=False)
+    splits, info = build_datasets(cfg, "bernoulli")
+    assert info.sizes == {"train": 6, "valid": 3, "test": 2}
+    assert info.support == "binary" and info.binarization == "none"
+    for split, a in zip(("train", "valid", "test"), (train, valid, test)):
+        assert torch.equal(splits.get(split)[0], torch.as_tensor(a, dtype=torch.float32))
+
+
+def test_binarized_mnist_files_that_differ_from_the_published_sha1_are_refused(tmp_path):
+    from tests.data_helpers import write_amat_set
+
+    write_amat_set(tmp_path)
+    with pytest.raises(ValueError, match=r"binarized_mnist_train.amat: SHA-1 [0-9a-f]{40} does not match the "
+                                         r"published cf70514ec5f481e54ad3eb0e6c03c83326ff96f8.*data.verify = false"):
+        build_datasets(DataConfig(name="binarized-mnist", data_dir=str(tmp_path)), "bernoulli")
+
+
+def test_named_sets_that_are_missing_say_where_they_were_looked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEVB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        build_datasets(DataConfig(name="fashion-mnist", data_dir=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match=f"frey_rawface.npz.*{tmp_path}"):
+        build_datasets(DataConfig(name="frey-face", data_dir=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match=f"mnist not found: put the four files .* in {tmp_path / 'cache'}"):
+        build_datasets(DataConfig(name="mnist", data_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("name, levels, shape, num_examples", [("digits", 17, (8, 8), 1797),
+                                                               ("mnist5k", 256, (28, 28), 5000)])
+def test_bundled_sets_scale_by_their_maximum(name, levels, shape, num_examples):
+    raw = load_raw(DataConfig(name=name))
+    splits, info = build_datasets(DataConfig(name=name), "gaussian")
+    assert info.levels == levels and info.shape == shape and sum(info.sizes.values()) == num_examples
+    assert float(splits.train.max()) == 1.0 and float(splits.train.min()) == 0.0
+    assert float(raw.x.max()) == levels - 1

@@ -61,7 +61,11 @@ def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, 
     binarization = resolve_binarization(data_cfg.binarize, raw, likelihood)
     dequant = getattr(data_cfg, "dequantize", "none")
     standardize = getattr(data_cfg, "standardize", False)
-    integer = wants_integer_levels(likelihood) and raw.levels is not None and binarization == "none"
+    integer = wants_integer_levels(likelihood) and binarization == "none"
+    if integer and raw.levels is None:
+        raise ValueError(f"likelihood {likelihood} models integer levels but {data_cfg.name} holds values that are not "
+                         "integers (no known number of levels); choose a continuous likelihood (gaussian, laplace, "
+                         "continuous_bernoulli for [0,1]) or quantize the data to integers 0..255 first")
     if dequant == "uniform" and (raw.levels is None or binarization != "none" or raw.binary or integer):
         raise ValueError("data.dequantize = 'uniform' is for continuous likelihoods on integer-level data "
                          f"(8-bit images) without binarization; {data_cfg.name} has levels={raw.levels}, "

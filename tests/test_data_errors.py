@@ -154,3 +154,8 @@ def test_an_integer_level_likelihood_on_non_integer_data_suggests_the_fix(tmp_pa
     with pytest.raises(ValueError, match=r"likelihood integer_test models integer levels but .*a.npy.* not integers"
                                          r".*continuous_bernoulli"):
         build_datasets(user(tmp_path / "a.npy", valid_fraction=0, test_fraction=0), "integer_test")
+
+
+def test_a_split_protocol_on_a_set_without_protocols_is_refused():
+    with pytest.raises(ValueError, match="data.split = 'iwae': digits has no named split protocols"):
+        build_datasets(DataConfig(name="digits", split="iwae"))

@@ -105,6 +105,10 @@ def split_raw(raw: RawDataset, data_cfg) -> tuple[dict, str]:
     round(valid_fraction * rest) for validation.
     """
     x, y = raw.x, raw.y
+    protocol = getattr(data_cfg, "split", "")
+    if not raw.fixed_splits and protocol not in ("", "random"):
+        raise ValueError(f"data.split = {protocol!r}: {data_cfg.name} has no named split protocols; it is split at "
+                         "random by data.valid_fraction and data.test_fraction (leave data.split empty)")
     parts: dict[str, tuple] = {}
     rng = np.random.default_rng(data_cfg.split_seed)
     if "test" in raw.fixed_splits:

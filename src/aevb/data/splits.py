@@ -1,15 +1,18 @@
-"""Turn a RawDataset into seeded train / validation / test tensors and a DataInfo."""
+"""Turn a name or a path into seeded train / validation / test tensors and a DataInfo."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .bundled import DATASETS, RawDataset
-from .transforms import binarize
+from .bundled import RawDataset
+from .checks import check_raw
+from .registry import DATASETS
+from .transforms import to_model_values
 
 
 @dataclass
@@ -18,14 +21,21 @@ class DataInfo:
 
     Attributes:
         name: data set name or path.
-        shape: shape of one datum (e.g. (28, 28)); tensors are stored flat.
+        shape: shape of one datum (e.g. (28, 28) or (3, 32, 32)); tensors are stored flat.
         num_dims: product of ``shape``.
-        support: "binary" | "unit_interval" | "8bit" | "real": the values the model is fit to.
+        support: the values the model is fit to: "binary" (0/1) | "unit_interval" ([0, 1]) |
+            "8bit" (integers 0..255) | "integer" (integers 0..levels-1) | "real".
         binarization: "dynamic" | "static" | "none".
-        levels: distinct values per dimension for quantized data (256 for 8-bit), else None.
+        levels: distinct raw values per dimension for quantized data (256 for 8-bit), else None.
         sizes: {"train": N, "valid": N, "test": N}.
         split: how the split was made.
         source: where the data were found.
+        dequantization: "uniform" when x = (x_int + u) / levels with u ~ U[0, 1)^D (one seeded
+            draw), else "none". A density p(x) on [0, 1]^D then bounds the discrete probability:
+            log P(x_int) >= log p(x) - D log(levels)  (in nats).
+        label_names: class names for labels 0..C-1 when known (image class folders, CSV labels).
+        standardization: {"mean": [D], "std": [D]} of the training split when data.standardize
+            was applied (x_model = (x - mean) / std), else None.
     """
 
     name: str
@@ -37,6 +47,9 @@ class DataInfo:
     sizes: dict = field(default_factory=dict)
     split: str = ""
     source: str = ""
+    dequantization: str = "none"
+    label_names: list | None = None
+    standardization: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -50,7 +63,8 @@ class DataInfo:
 
 @dataclass
 class Splits:
-    """Float32 tensors (N, num_dims) per split, with optional int64 labels (N,)."""
+    """Float32 tensors (N, num_dims) per split, with optional int64 labels (N,). A split may be
+    empty (N = 0), e.g. Frey Face with valid_fraction = test_fraction = 0."""
 
     train: torch.Tensor
     valid: torch.Tensor
@@ -65,74 +79,82 @@ class Splits:
         return getattr(self, split), getattr(self, f"{split}_labels")
 
 
-def _tensor(a: np.ndarray | None, dtype=torch.float32) -> torch.Tensor | None:
-    return None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
-
-
-def resolve_binarization(requested: str, raw: RawDataset, likelihood: str) -> str:
-    """"auto" -> dynamic for [0,1]-scalable data under a bernoulli likelihood, else none."""
-    if requested != "auto":
-        if requested != "none" and raw.max_value is None:
-            raise ValueError(f"binarize={requested!r} needs data with a known range (images); "
-                             "this data set is real-valued: use --binarize none")
-        return requested
-    return "dynamic" if (likelihood == "bernoulli" and raw.max_value is not None) else "none"
-
-
-def build_datasets(data_cfg, likelihood: str = "bernoulli") -> tuple[Splits, DataInfo]:
-    """Load, split (seeded), scale and optionally binarize the data set named in ``data_cfg``.
-
-    Args:
-        data_cfg: ``DataConfig``.
-        likelihood: the model's likelihood name (decides ``binarize="auto"``).
-
-    Returns:
-        (Splits, DataInfo).
-    """
+def load_raw(data_cfg) -> RawDataset:
+    """The named set ``data_cfg.name`` or the user's file/folder at that path, unsplit."""
     name = data_cfg.name
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; named data sets: {', '.join(sorted(DATASETS))} "
-                         "(or give a path to a file or folder)")
-    raw = DATASETS[name](data_cfg.data_dir)
-    binarization = resolve_binarization(data_cfg.binarize, raw, likelihood)
-    x = raw.x.reshape(len(raw.x), -1).astype(np.float32)
-    y = raw.y
+    if name in DATASETS:
+        return DATASETS[name].load(data_cfg)
+    path = Path(name).expanduser()
+    if path.exists():
+        from .user import read_user_data
+
+        return read_user_data(path, data_cfg)
+    raise ValueError(f"unknown data set {name!r}: not a named data set ({', '.join(sorted(DATASETS))}) "
+                     "and no such file or folder")
+
+
+def _take(y, idx):
+    return None if y is None else y[idx]
+
+
+def split_raw(raw: RawDataset, data_cfg) -> tuple[dict, str]:
+    """{"train"|"valid"|"test": (x (N, ...), y)} and a description of how they were made.
+
+    Fixed splits the set prescribes are used as they are; otherwise a seeded permutation
+    (``data_cfg.split_seed``) holds out round(test_fraction * N) for test, then
+    round(valid_fraction * rest) for validation.
+    """
+    x, y = raw.x, raw.y
+    protocol = getattr(data_cfg, "split", "")
+    if not raw.fixed_splits and protocol not in ("", "random"):
+        raise ValueError(f"data.split = {protocol!r}: {data_cfg.name} has no named split protocols; it is split at "
+                         "random by data.valid_fraction and data.test_fraction (leave data.split empty)")
     parts: dict[str, tuple] = {}
     rng = np.random.default_rng(data_cfg.split_seed)
     if "test" in raw.fixed_splits:
         parts["test"] = raw.fixed_splits["test"]
-        pool_x, pool_y = x, y
-        split_desc = "fixed test split"
+        desc = raw.split_desc or "fixed test split"
     else:
         perm = rng.permutation(len(x))
         n_test = int(round(data_cfg.test_fraction * len(x)))
-        parts["test"] = (x[perm[:n_test]], None if y is None else y[perm[:n_test]])
-        pool_x, pool_y = x[perm[n_test:]], None if y is None else y[perm[n_test:]]
-        split_desc = f"seeded shuffle (seed {data_cfg.split_seed}): test {data_cfg.test_fraction:g}"
+        parts["test"] = (x[perm[:n_test]], _take(y, perm[:n_test]))
+        x, y = x[perm[n_test:]], _take(y, perm[n_test:])
+        desc = f"seeded shuffle (seed {data_cfg.split_seed}): test {data_cfg.test_fraction:g}"
     if "valid" in raw.fixed_splits:
         parts["valid"] = raw.fixed_splits["valid"]
-        parts["train"] = (pool_x, pool_y)
+        parts["train"] = (x, y)
     else:
-        perm = rng.permutation(len(pool_x))
-        n_valid = int(round(data_cfg.valid_fraction * len(pool_x)))
-        parts["valid"] = (pool_x[perm[:n_valid]], None if pool_y is None else pool_y[perm[:n_valid]])
-        parts["train"] = (pool_x[perm[n_valid:]], None if pool_y is None else pool_y[perm[n_valid:]])
-        split_desc += f", valid {data_cfg.valid_fraction:g} of the rest"
+        perm = rng.permutation(len(x))
+        n_valid = int(round(data_cfg.valid_fraction * len(x)))
+        parts["valid"] = (x[perm[:n_valid]], _take(y, perm[:n_valid]))
+        parts["train"] = (x[perm[n_valid:]], _take(y, perm[n_valid:]))
+        desc += f", valid {data_cfg.valid_fraction:g} of the rest"
+    if len(parts["train"][0]) == 0:
+        raise ValueError(f"{data_cfg.name}: the training split is empty ({len(raw.x)} examples in all); "
+                         "lower data.valid_fraction / data.test_fraction or add data")
+    return parts, desc
 
-    tensors = {}
-    for split, (sx, sy) in parts.items():
-        t = _tensor(np.asarray(sx, dtype=np.float32).reshape(len(sx), -1))
-        if raw.max_value is not None:
-            t = t / raw.max_value
-        tensors[split] = (t, _tensor(sy, torch.int64))
-    if binarization == "static":
-        g = torch.Generator().manual_seed(data_cfg.split_seed)
-        tensors = {s: (binarize(t, g), lab) for s, (t, lab) in tensors.items()}
-    support = "binary" if binarization != "none" else ("unit_interval" if raw.max_value is not None else "real")
-    splits = Splits(tensors["train"][0], tensors["valid"][0], tensors["test"][0],
-                    tensors["train"][1], tensors["valid"][1], tensors["test"][1])
-    info = DataInfo(name=name, shape=tuple(raw.shape), num_dims=int(np.prod(raw.shape)), support=support,
-                    binarization=binarization, levels=raw.levels,
-                    sizes={s: int(tensors[s][0].shape[0]) for s in ("train", "valid", "test")},
-                    split=split_desc, source=raw.source)
+
+def build_datasets(data_cfg, likelihood: str = "bernoulli") -> tuple[Splits, DataInfo]:
+    """Load, check, split (seeded), scale and optionally binarize/dequantize the data in ``data_cfg``.
+
+    Args:
+        data_cfg: ``DataConfig``.
+        likelihood: the model's likelihood name (decides ``binarize="auto"``, integer levels).
+
+    Returns:
+        (Splits, DataInfo); every split is float32 (N, num_dims).
+    """
+    raw = load_raw(data_cfg)
+    check_raw(raw, data_cfg.name)
+    parts, split_desc = split_raw(raw, data_cfg)
+    num_dims = int(np.prod(raw.shape))
+    parts = {s: (np.asarray(x).reshape(len(x), num_dims), y) for s, (x, y) in parts.items()}
+    values, meta = to_model_values(parts, raw, data_cfg, likelihood)
+    labels = {s: None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.int64) for s, (_, y) in parts.items()}
+    splits = Splits(values["train"], values["valid"], values["test"],
+                    labels["train"], labels["valid"], labels["test"])
+    info = DataInfo(name=data_cfg.name, shape=tuple(raw.shape), num_dims=num_dims,
+                    levels=raw.levels, sizes={s: int(values[s].shape[0]) for s in ("train", "valid", "test")},
+                    split=split_desc, source=raw.source, label_names=raw.label_names, **meta)
     return splits, info

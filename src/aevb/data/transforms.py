@@ -1,7 +1,12 @@
-"""Per-batch and per-split transforms: binarization and scaling."""
+"""What the model sees: scaling to [0, 1], binarization, dequantization, standardization.
+
+``to_model_values`` is applied once per split when the data are built; ``prepare_batch`` each
+time a batch is drawn (dynamic binarization: a fresh Bernoulli draw per pixel per batch).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -10,8 +15,90 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.bernoulli(x, generator=generator)
 
 
+def dequantize(x_int: torch.Tensor, levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantization: x = (x_int + u) / levels, u ~ U[0, 1) per dimension, so x in [0, 1).
+
+    References: Theis, van den Oord & Bethge (2016), "A note on the evaluation of generative models", sec. 3.1.
+    """
+    u = torch.rand(x_int.shape, generator=generator, dtype=x_int.dtype)
+    return (x_int + u) / levels
+
+
 def prepare_batch(x: torch.Tensor, binarization: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """What the model sees: a fresh binarization for ``"dynamic"``, x itself otherwise."""
     if binarization == "dynamic":
         return binarize(x, generator)
     return x
+
+
+def wants_integer_levels(likelihood: str) -> bool:
+    """True when the likelihood class models integer levels (e.g. categorical over 0..255)."""
+    from ..likelihoods import LIKELIHOODS
+
+    return bool(getattr(LIKELIHOODS.get(likelihood), "wants_integer_levels", False))
+
+
+def resolve_binarization(requested: str, raw, likelihood: str) -> str:
+    """"auto" -> dynamic for [0,1]-scalable, non-binary data under a bernoulli likelihood, else none."""
+    if requested == "auto":
+        return "dynamic" if (likelihood == "bernoulli" and raw.max_value is not None and not raw.binary) else "none"
+    if requested != "none" and raw.max_value is None:
+        raise ValueError(f"data.binarize = {requested!r} needs data with a known range such as images; "
+                         f"{raw.source or 'this data'} is real-valued: use --binarize none")
+    return requested
+
+
+def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, dict]:
+    """Scale each split's (N, D) array into the tensor the model is trained on.
+
+    Order: integer levels kept (categorical-type likelihoods) | uniform dequantization
+    (x_int + u) / levels | scale x / max_value into [0, 1]; then static binarization (one draw
+    seeded by ``split_seed``) or standardization ((x - mean_train) / std_train, real data only).
+
+    Returns:
+        ({split: float32 tensor (N, D)}, {"support", "binarization", "dequantization", "standardization"}).
+    """
+    binarization = resolve_binarization(data_cfg.binarize, raw, likelihood)
+    dequant = getattr(data_cfg, "dequantize", "none")
+    standardize = getattr(data_cfg, "standardize", False)
+    integer = wants_integer_levels(likelihood) and binarization == "none"
+    if integer and raw.levels is None:
+        raise ValueError(f"likelihood {likelihood} models integer levels but {data_cfg.name} holds values that are not "
+                         "integers (no known number of levels); choose a continuous likelihood (gaussian, laplace, "
+                         "continuous_bernoulli for [0,1]) or quantize the data to integers 0..255 first")
+    if dequant == "uniform" and (raw.levels is None or binarization != "none" or raw.binary or integer):
+        raise ValueError("data.dequantize = 'uniform' is for continuous likelihoods on integer-level data "
+                         f"(8-bit images) without binarization; {data_cfg.name} has levels={raw.levels}, "
+                         f"binarization={binarization}, likelihood={likelihood}: use --set data.dequantize=none")
+    if standardize and raw.max_value is not None:
+        raise ValueError(f"data.standardize is for real-valued data; {data_cfg.name} has a known range "
+                         f"[0, {raw.max_value:g}] and is scaled to [0, 1] instead: drop data.standardize")
+    g = torch.Generator().manual_seed(data_cfg.split_seed)
+    out = {}
+    for split in ("train", "valid", "test"):
+        t = torch.as_tensor(np.ascontiguousarray(parts[split][0], dtype=np.float32))
+        if integer:
+            pass
+        elif dequant == "uniform":
+            t = dequantize(t, raw.levels, g)
+        elif raw.max_value is not None:
+            t = t / raw.max_value
+        if binarization == "static":
+            t = binarize(t, g)
+        out[split] = t
+    standardization = None
+    if standardize:
+        mean, std = out["train"].mean(0), out["train"].std(0)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        out = {s: (t - mean) / std for s, t in out.items()}
+        standardization = {"mean": mean.tolist(), "std": std.tolist()}
+    if integer:
+        support = "8bit" if raw.levels == 256 else "integer"
+    elif binarization != "none" or raw.binary:
+        support = "binary"
+    elif dequant == "uniform" or raw.max_value is not None:
+        support = "unit_interval"
+    else:
+        support = "real"
+    return out, {"support": support, "binarization": binarization, "dequantization": dequant,
+                 "standardization": standardization}

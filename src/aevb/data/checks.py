@@ -1,0 +1,36 @@
+"""Data-level checks run on every data set before it is split: empty, NaN/inf, label counts.
+
+Whether the data fit a likelihood (e.g. bernoulli needs 0/1) is checked by the likelihood's
+``check_data`` (likelihoods.py), called from the trainer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_array(x: np.ndarray, where: str) -> None:
+    """Raise ValueError for an empty array or any NaN/inf, naming the first bad example and dimension."""
+    if x.size == 0 or len(x) == 0:
+        raise ValueError(f"{where}: the data are empty (shape {tuple(x.shape)}); expected at least one example")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x.reshape(len(x), -1))
+        if bad.any():
+            i, j = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"{where}: example {i}, dimension {j} is {x.reshape(len(x), -1)[i, j]}; "
+                             "NaN and inf are not allowed (remove or impute them)")
+
+
+def check_labels(x: np.ndarray, y, where: str) -> None:
+    """Labels, when present, must be one per example."""
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"{where}: {len(x)} examples but {len(y)} labels; they must match one to one")
+
+
+def check_raw(raw, where: str) -> None:
+    """All checks on the unsplit data and on each fixed split."""
+    check_array(raw.x, where)
+    check_labels(raw.x, raw.y, where)
+    for split, (x, y) in raw.fixed_splits.items():
+        check_array(x, f"{where} {split} split")
+        check_labels(x, y, f"{where} {split} split")

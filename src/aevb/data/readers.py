@@ -1,0 +1,142 @@
+"""File readers: IDX (gzip or raw), .npy/.npz, MATLAB .mat and Larochelle's .amat text files.
+
+Each reader returns a numpy array exactly as stored (no scaling) and raises ``ValueError`` /
+``OSError`` whose message names the file, the position and what was expected. Image folders and
+CSV tables live in ``tables.py``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+# IDX type byte -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic 1f 8b.
+
+    Raises:
+        OSError: missing file, or a truncated / corrupt gzip stream (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except EOFError:
+        raise OSError(f"{path}: truncated gzip file (the compressed stream ends early, "
+                      f"{len(raw)} bytes on disk); download it again") from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise OSError(f"{path}: corrupt gzip file ({e}); download it again") from None
+
+
+def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
+    """Read an IDX file (MNIST format): magic 00 00 TYPE NDIM, NDIM big-endian uint32 sizes, data.
+
+    Args:
+        path: ``.gz`` or raw IDX file.
+        expected_ndim: 3 for images, 1 for labels; None accepts any.
+
+    Returns:
+        Array of the header's shape and type (uint8 for MNIST), native byte order.
+    """
+    data = read_bytes(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
+        magic = data[:4].hex() if len(data) >= 4 else f"only {len(data)} bytes"
+        raise ValueError(f"{path}: not an IDX file: magic number is {magic}, expected 0000TTNN "
+                         "(two zero bytes, a type byte 08/09/0b/0c/0d/0e, the number of dimensions)")
+    dtype, ndim = np.dtype(IDX_DTYPES[data[2]]), data[3]
+    if expected_ndim is not None and ndim != expected_ndim:
+        raise ValueError(f"{path}: IDX header says {ndim} dimensions, expected {expected_ndim} "
+                         f"({'images N x rows x cols' if expected_ndim == 3 else 'labels N'})")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: IDX header is cut short ({len(data)} bytes, header needs {header})")
+    shape = tuple(int(s) for s in np.frombuffer(data[4:header], ">u4"))
+    need = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - header != need:
+        raise ValueError(f"{path}: IDX header says shape {shape} ({need} data bytes) but the file holds "
+                         f"{len(data) - header} data bytes; the file is truncated or not what it claims")
+    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def read_array(path: str | Path, key: str = "") -> np.ndarray:
+    """An array from ``.npy`` or ``.npz`` (``key`` picks the member; empty: the only one, or
+    ``images``/``x``/``data`` when present). Pickled object arrays are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"{path}: cannot read as a numpy array without pickle ({e})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if key:
+            if key not in names:
+                raise KeyError(f"{path}: no array {key!r}; the file holds {', '.join(names)}")
+            return loaded[key]
+        if len(names) == 1:
+            return loaded[names[0]]
+        for guess in ("images", "x", "data", "X"):
+            if guess in names:
+                return loaded[guess]
+        raise ValueError(f"{path}: holds several arrays ({', '.join(names)}); say which with --set data.key=NAME")
+
+
+def read_mat(path: str | Path, variable: str) -> np.ndarray:
+    """One variable of a MATLAB ``.mat`` file (v5, via ``scipy.io.loadmat``)."""
+    from scipy.io import loadmat
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        contents = loadmat(path)
+    except Exception as e:  # scipy raises several types for a bad file
+        raise ValueError(f"{path}: cannot read as a MATLAB .mat file ({e})") from None
+    if variable not in contents:
+        names = [k for k in contents if not k.startswith("__")]
+        raise KeyError(f"{path}: no variable {variable!r}; the file holds {', '.join(names) or 'nothing'}")
+    return np.asarray(contents[variable])
+
+
+def read_amat(path: str | Path, num_dims: int = 784) -> np.ndarray:
+    """Larochelle & Murray's ``.amat``: one example per line, ``num_dims`` values 0/1 separated by
+    spaces. Returns uint8 (N, num_dims)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    rows = []
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            fields = line.split()
+            if len(fields) != num_dims:
+                raise ValueError(f"{path}, line {line_no}: {len(fields)} values, expected {num_dims}")
+            bad = next((i for i, v in enumerate(fields) if v not in ("0", "1")), None)
+            if bad is not None:
+                raise ValueError(f"{path}, line {line_no}, column {bad + 1}: value {fields[bad]!r}, expected 0 or 1")
+            rows.append(np.array(fields, dtype=np.uint8))
+    if not rows:
+        raise ValueError(f"{path}: the file is empty; expected one example of {num_dims} values per line")
+    return np.stack(rows)
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,90 @@
+"""CSV tables -> RawDataset: numeric columns, optional header, optional label column.
+
+A first row with any non-numeric field is a header. ``label_column`` (a header name or a
+0-based column index) is taken out of the data; its values become integer labels (numbers as
+they are, other strings as indices into their sorted distinct values, kept as ``label_names``).
+Every other field must be a finite number and every row must have the same number of fields.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .bundled import RawDataset
+from .user import infer_range
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+        return True
+    except ValueError:
+        return False
+
+
+def _label_index(label_column: str, header: list[str] | None, num_columns: int, path: Path) -> int | None:
+    if label_column == "":
+        return None
+    if header is not None and label_column in header:
+        return header.index(label_column)
+    if label_column.lstrip("-").isdigit():
+        index = int(label_column)
+        if -num_columns <= index < num_columns:
+            return index % num_columns
+    names = f"columns {', '.join(header)}" if header else f"{num_columns} unnamed columns (no header)"
+    raise ValueError(f"{path}: data.label_column = {label_column!r} is neither a column name nor an index; "
+                     f"the file has {names}")
+
+
+def read_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """(header or None, [(line number, fields)]) with equal field counts, blank lines skipped."""
+    dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+    with open(path, newline="") as f:
+        rows = [(n, [v.strip() for v in row]) for n, row in enumerate(csv.reader(f, dialect), 1) if any(v.strip() for v in row)]
+    if not rows:
+        raise ValueError(f"{path}: the file is empty; expected one example per row of numbers")
+    header = None
+    if not all(_is_number(v) for v in rows[0][1]):
+        header, rows = rows[0][1], rows[1:]
+        if not rows:
+            raise ValueError(f"{path}: only a header line, no data rows")
+    width = len(header) if header else len(rows[0][1])
+    for line, fields in rows:
+        if len(fields) != width:
+            raise ValueError(f"{path}, line {line}: {len(fields)} fields, expected {width} "
+                             f"({'as in the header' if header else 'as in the first row'}); every row needs the same columns")
+    return header, rows
+
+
+def read_csv(path: Path, label_column: str = "") -> RawDataset:
+    """Read a numeric CSV (see the module docstring). Returns x (N, D) float64 and labels or None."""
+    header, rows = read_rows(path)
+    width = len(rows[0][1])
+    label = _label_index(str(label_column), header, width, path)
+    keep = [j for j in range(width) if j != label]
+    x = np.empty((len(rows), len(keep)), np.float64)
+    for i, (line, fields) in enumerate(rows):
+        for k, j in enumerate(keep):
+            try:
+                value = float(fields[j])
+            except ValueError:
+                value = None
+            if value is None or not np.isfinite(value):
+                col = f"column {j + 1}" + (f" ({header[j]})" if header else "")
+                what = "not a number" if value is None else "not finite (NaN/inf are not data)"
+                raise ValueError(f"{path}, line {line}, {col}: {fields[j]!r} is {what}; expected a finite number")
+            x[i, k] = value
+    y, names = None, None
+    if label is not None:
+        raw_labels = [fields[label] for _, fields in rows]
+        if all(_is_number(v) and float(v).is_integer() for v in raw_labels):
+            y = np.array([int(float(v)) for v in raw_labels], np.int64)
+        else:
+            names = sorted(set(raw_labels))
+            y = np.array([names.index(v) for v in raw_labels], np.int64)
+    if x.shape[1] == 0:
+        raise ValueError(f"{path}: no data columns left after taking out the label column")
+    return RawDataset(x, y, (x.shape[1],), source=f"CSV table {path}", label_names=names, **infer_range(x))

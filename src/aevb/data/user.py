@@ -1,0 +1,70 @@
+"""The user's own data: a ``.npy``/``.npz`` array, a folder of images, or a CSV table.
+
+The kind of values is inferred from the data (``infer_range``):
+  - only 0 and 1                      -> binary (kept as is);
+  - integers in 0..255 (uint8 or not) -> 8-bit: scaled by 1/255 into [0, 1], 256 levels;
+  - anything else within [0, 1]       -> unit_interval (kept as is);
+  - otherwise                         -> real (unscaled; ``data.standardize`` optional).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .bundled import RawDataset
+from .readers import read_array
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+def infer_range(x: np.ndarray) -> dict:
+    """{"max_value", "levels", "binary"} for RawDataset from the values (see module docstring)."""
+    finite = x[np.isfinite(x)] if np.issubdtype(x.dtype, np.floating) else x
+    if finite.size == 0:
+        return {"max_value": None, "levels": None, "binary": False}
+    lo, hi = float(finite.min()), float(finite.max())
+    integer = np.issubdtype(x.dtype, np.integer) or bool(np.all(np.mod(finite, 1) == 0))
+    if integer and lo >= 0 and hi <= 1:
+        return {"max_value": 1.0, "levels": 2, "binary": True}
+    if integer and lo >= 0 and hi <= 255:
+        return {"max_value": 255.0, "levels": 256, "binary": False}
+    if lo >= 0 and hi <= 1:
+        return {"max_value": 1.0, "levels": None, "binary": False}
+    return {"max_value": None, "levels": None, "binary": False}
+
+
+def read_npy_npz(path: Path, data_cfg) -> RawDataset:
+    """An (N, ...) array; from an .npz also labels under ``labels``/``y`` when present."""
+    x = read_array(path, getattr(data_cfg, "key", ""))
+    if x.ndim < 2:
+        raise ValueError(f"{path}: array has shape {x.shape}; expected (N, ...) with one example per row")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise ValueError(f"{path}: array has dtype {x.dtype}; expected numbers")
+    x = x.astype(np.uint8) if x.dtype == bool else x
+    y = None
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            name = next((k for k in ("labels", "y") if k in f.files), None)
+            y = None if name is None else f[name]
+        if y is not None and len(y) != len(x):
+            raise ValueError(f"{path}: {len(x)} examples but {len(y)} labels (array {name!r}); they must match one to one")
+    return RawDataset(x, None if y is None else np.asarray(y).astype(np.int64), tuple(x.shape[1:]),
+                      source=f"array file {path}", **infer_range(x))
+
+
+def read_user_data(path: Path, data_cfg) -> RawDataset:
+    """Dispatch on the path: folder -> images, .npy/.npz -> array, .csv/.tsv/.txt -> table."""
+    if path.is_dir():
+        from .images import read_image_folder
+
+        return read_image_folder(path, getattr(data_cfg, "image_size", ""))
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        return read_npy_npz(path, data_cfg)
+    if suffix in (".csv", ".tsv", ".txt"):
+        from .tables import read_csv
+
+        return read_csv(path, getattr(data_cfg, "label_column", ""))
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; expected a folder of images, .npy, .npz or .csv")

@@ -1,6 +1,7 @@
 """The vertical slice end to end: data -> model -> ELBO -> Adam -> run directory."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -44,3 +45,100 @@ def test_same_seed_gives_identical_weights(tmp_path):
     _, mb, _ = load_run(b)
     for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert torch.equal(va, vb), ka
+
+
+def test_prior_gradient_is_the_gradient_of_the_gaussian_parameter_prior_over_n():
+    from aevb.optim import add_prior_gradient
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
+    x = torch.randn(7, 5)
+    num_train, coefficient = 40, 0.7
+
+    def data_loss():
+        return torch.tanh(x @ params[0] + params[1]).pow(2).sum(-1).mean()
+
+    # reference: autograd of loss = data loss + c * ||theta||^2 / (2 N)
+    full = data_loss() + coefficient * sum(p.pow(2).sum() for p in params) / (2 * num_train)
+    expected = torch.autograd.grad(full, params)
+    data_loss().backward()
+    add_prior_gradient(params, coefficient, num_train)
+    for p, g in zip(params, expected):
+        torch.testing.assert_close(p.grad, g)
+        # and the added part is exactly theta * c / N
+    params[1].grad = torch.zeros(3)
+    params[0].grad = torch.zeros(5, 3)
+    add_prior_gradient(params, 1.0, num_train)
+    torch.testing.assert_close(params[1].grad, params[1].detach() / num_train)
+
+
+def test_iwae_schedule_is_3_to_the_i_passes_at_lr_times_10_to_the_minus_i_over_7():
+    from aevb.config import RunConfig
+    from aevb.optim import IWAE_EPOCHS, learning_rate
+    from aevb.train import resolve_config
+
+    cfg = RunConfig()
+    cfg.train.schedule = "iwae"
+    assert IWAE_EPOCHS == 3280 == sum(3 ** i for i in range(8))
+    epoch = 0
+    for i in range(8):
+        for e in (epoch, epoch + 3 ** i - 1):  # first and last epoch of stage i
+            assert math.isclose(learning_rate(cfg.train, e), 1e-3 * 10 ** (-i / 7), rel_tol=1e-12), (i, e)
+        epoch += 3 ** i
+    assert epoch == 3280
+    assert math.isclose(learning_rate(cfg.train, 3279, lr_scale=0.1), 1e-4 * 10 ** (-1), rel_tol=1e-12)
+    resolve_config(cfg)
+    assert cfg.train.epochs == 3280
+    cfg.train.schedule = "constant"
+    assert learning_rate(cfg.train, 3000) == cfg.train.lr
+
+
+def test_early_stopping_keeps_the_best_checkpoint_and_stops(tmp_path, monkeypatch):
+    import aevb.train as train_module
+
+    real = train_module.evaluate_elbo
+    sequence = iter([-100.0, -90.0, -95.0, -96.0, -97.0, -98.0])
+
+    def fake(model, x, **kw):
+        result = real(model, x, **kw)
+        if len(x) == 162:  # the validation split
+            result["elbo"] = next(sequence)
+        return result
+
+    monkeypatch.setattr(train_module, "evaluate_elbo", fake)
+    cfg = tiny_config(tmp_path, train={"epochs": 5, "eval_every": 5, "early_stopping": 2, "checkpoint_every": 5})
+    run_dir = train(cfg)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 20 and summary["best_step"] == 10 and summary["best_valid_elbo"] == -90.0
+    assert summary["stopped"].startswith("early stopping: no better validation ELBO in 2 validations")
+    from aevb.checkpoint import find_checkpoint, read_state
+
+    assert read_state(find_checkpoint(run_dir, "best"))["step"] == 10
+    assert read_state(find_checkpoint(run_dir, "last"))["step"] == 20
+    valid = [r for r in read_metrics(run_dir) if "valid/elbo" in r]
+    assert [r["step"] for r in valid] == [5, 10, 15, 20] and [r["valid/elbo"] for r in valid] == [-100, -90, -95, -96]
+    _, best, _ = load_run(run_dir, which="best")
+    _, last, _ = load_run(run_dir, which="last")
+    assert not torch.equal(best.decoder.output_bias, last.decoder.output_bias)
+
+
+def test_metrics_records_have_the_documented_keys(tmp_path):
+    run_dir = train(tiny_config(tmp_path, train={"epochs": 1}))
+    (record,) = read_metrics(run_dir)
+    for key in ("step", "epoch", "examples", "train/elbo", "train/recon", "train/kl", "valid/elbo",
+                "examples_per_s", "time_s", "lr"):
+        assert key in record, key
+    assert record["examples"] == 1455 and record["step"] == 30 and record["lr"] == 3e-3
+
+
+def test_gradient_clipping_bounds_the_update_and_adagrad_trains(tmp_path):
+    from aevb.optim import gradient_norm
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])
+    norm = gradient_norm([p], max_norm=1.0)
+    assert float(norm) == 5.0  # the norm before clipping
+    torch.testing.assert_close(p.grad, torch.tensor([0.6, 0.8, 0.0, 0.0]))
+    run_dir = train(tiny_config(tmp_path, train={"epochs": 2, "optimizer": "adagrad", "lr": 0.05, "grad_clip": 50.0}))
+    valid = [r["valid/elbo"] for r in read_metrics(run_dir)]
+    assert valid[1] > valid[0]

@@ -1,5 +1,10 @@
-"""Checkpoints: ``run_dir/checkpoints/step-{step:08d}/`` holding ``weights.safetensors`` (model
-parameters) and ``state.json`` (step, epoch, metrics, package version). No pickle anywhere.
+"""Checkpoints: ``run_dir/checkpoints/step-{step:08d}/`` (and ``checkpoints/best/``) holding
+``weights.safetensors`` and ``state.json``. No pickle anywhere.
+
+One checkpoint is the whole training state: ``weights.safetensors`` holds every tensor (model
+weights under ``model.*``, optimizer moments under ``optimizer.state.<param>.<name>``, RNG states
+under ``rng.*``) and ``state.json`` the rest (step, epoch, position in the epoch, optimizer
+hyper-parameters, schedule state, metrics, resolved config, package version).
 
 Writes are atomic: files go to a temporary folder that is fsync'd and renamed into place.
 ``load_run`` rebuilds a model from a run directory for evaluation, plotting and export.
@@ -75,6 +80,37 @@ def save_checkpoint(ckpt_dir: str | Path, tensors: dict[str, torch.Tensor], stat
         shutil.rmtree(old)
     _fsync_dir(ckpt_dir.parent)
     return ckpt_dir
+
+
+def flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split ``optimizer.state_dict()`` into safetensors tensors and a JSON-able rest.
+
+    Returns:
+        (tensors, meta): tensors under ``optimizer.state.<param index>.<name>``; meta holds
+        ``param_groups`` and the non-tensor per-parameter values.
+    """
+    tensors, scalars = {}, {}
+    for index, values in state_dict["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.state.{index}.{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state_dict["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """Inverse of ``flatten_optimizer_state``: a dict for ``optimizer.load_state_dict``."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer.state."):
+            index, name = key[len("optimizer.state."):].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in meta.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

@@ -82,13 +82,16 @@ class TrainConfig:
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: no clipping)")
     seed: int = _f(0, "seed for initialisation, batching, binarization and sampling")
     device: str = _f("auto", "device", ("auto", "cpu", "cuda", "mps"))
-    threads: int = _f(0, "torch intra-op threads (0: leave torch's default)")
+    threads: int = _f(0, "torch intra-op threads per process (0: OMP_NUM_THREADS if set, else 1; see docs/performance.md)")
     eval_every: int = _f(0, "validate every N optimizer steps (0: after every epoch)")
     checkpoint_every: int = _f(0, "write a checkpoint every N optimizer steps (0: after every epoch)")
     early_stopping: int = _f(0, "stop after N validations without improvement (0: never)")
     max_nan_retries: int = _f(3, "roll back and lower the learning rate this many times on NaN/inf")
     compile: bool = _f(False, "use torch.compile on the model")
     quiet: bool = _f(False, "no progress bars, one line per epoch")
+    keep_checkpoints: int = _f(2, "step checkpoints kept on disk (older ones are deleted; best is kept apart)")
+    flush_denormal: bool = _f(True, "CPU: flush denormal floats to zero while training (faster, same results to float tolerance)")
+    tensorboard: bool = _f(True, "also write TensorBoard event files under run_dir/tensorboard when tensorboard is installed")
 
 
 @dataclass
@@ -255,7 +258,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     nonneg = [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip),
               ("train.threads", t.threads), ("train.eval_every", t.eval_every),
               ("train.checkpoint_every", t.checkpoint_every), ("train.early_stopping", t.early_stopping),
-              ("train.max_nan_retries", t.max_nan_retries), ("objective.warmup_steps", o.warmup_steps)]
+              ("train.max_nan_retries", t.max_nan_retries), ("objective.warmup_steps", o.warmup_steps),
+              ("train.keep_checkpoints", t.keep_checkpoints)]
     problems += [f"{k} = {v!r}: must be >= 0" for k, v in nonneg if v < 0]
     for k, v in (("data.valid_fraction", cfg.data.valid_fraction), ("data.test_fraction", cfg.data.test_fraction)):
         if not 0 <= v < 1:

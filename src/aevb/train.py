@@ -1,13 +1,17 @@
-"""Training: ``train(cfg) -> run_dir`` sets up a run; ``fit`` is the loop.
+"""Training: ``train(cfg) -> run_dir`` sets up a run (or resumes one); ``fit`` is the loop.
 
-The loop keeps the data as tensors in memory, draws shuffled index batches, binarizes each
-batch afresh (dynamic binarization), maximises the mean per-example bound (the only place a
-mean over examples is taken) and validates after every epoch.
+The data stay in memory as tensors on the device; each epoch draws a seeded permutation (a pure
+function of the seed and the epoch) and walks through it in batches; each batch is binarized
+afresh (dynamic binarization) and the mean per-example bound over the global batch is maximised
+(the only place a mean over examples is taken). See docs/training.md.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -15,40 +19,41 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import __version__
-from .checkpoint import save_checkpoint, unwrap, write_json_atomic
+from . import distributed
+from .checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors, save_checkpoint, write_json_atomic
 from .config import RunConfig, validate
-from .data import Splits, build_datasets, prepare_batch
+from .data import Splits, build_datasets
 from .evaluate import evaluate_elbo
 from .figures import write_basic_plots
-from .metrics import MetricsLog
+from .metrics import MetricsLog, truncate_metrics
 from .model import VAE, build_model
-from .objectives import OBJECTIVES
+from .optim import IWAE_EPOCHS, build_optimizer, learning_rate, set_learning_rate
+from .step import BoundModule, draw_batch, optimizer_step
+from .train_state import TrainState, all_finite, capture_state, restore_state, snapshot_state
+
+
+class NonFiniteError(RuntimeError):
+    """The bound or its gradient stayed non-finite after every allowed rollback."""
 
 
 def resolve_device(name: str) -> torch.device:
     """"auto" -> cuda if available, else mps if available, else cpu; others are checked."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if name == "mps" and not mps:
         raise RuntimeError("--device mps was asked for, but MPS is not available")
     return torch.device(name)
 
 
-def build_optimizer(params, train_cfg) -> torch.optim.Optimizer:
-    """Adam (fused where torch supports it) or Adagrad, from a ``TrainConfig``."""
-    params = list(params)
-    if train_cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=train_cfg.lr, eps=train_cfg.adam_eps, foreach=True)
-    if train_cfg.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=train_cfg.lr, foreach=True)
-    raise ValueError(f"unknown optimizer {train_cfg.optimizer!r}; allowed: adam, adagrad")
+def resolve_threads(threads: int) -> int:
+    """Intra-op threads: ``threads`` if > 0, else OMP_NUM_THREADS if set, else 1 (see docs/performance.md)."""
+    if threads > 0:
+        return threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else 1
 
 
 def make_run_dir(out: str) -> Path:
@@ -67,109 +72,288 @@ def check_data_fits(model: VAE, splits: Splits, info) -> None:
                 raise ValueError("the training split is empty")
             continue
         if info.binarization == "dynamic":
-            bad = ~((x >= 0) & (x <= 1))
-            if bad.any():
+            if (~((x >= 0) & (x <= 1))).any():
                 raise ValueError(f"{split}: dynamic binarization needs values in [0, 1]")
             continue
         model.likelihood_module.check_data(x, where=f"{info.name} {split} split")
 
 
-def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The unwrapped model's state dict under ``model.`` keys (the checkpoint's weight names)."""
-    return {f"model.{k}": v for k, v in unwrap(model).state_dict().items()}
+def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The order of the training examples in a 0-based epoch: a function of (seed, epoch) only."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).to(device)
 
 
-def fit(model: VAE, optimizer: torch.optim.Optimizer, splits: Splits, info, cfg: RunConfig,
-        run_dir: Path, generator: torch.Generator) -> dict:
-    """Run ``cfg.train.epochs`` epochs of stochastic gradient ascent on the mean bound.
+class TestHooks:
+    """Fault injection for the tests, read from the environment (all off by default).
 
-    Returns:
-        The last epoch's metrics record.
+    AEVB_TEST_KILL_AT_STEP=N: SIGKILL this process right after step N. AEVB_TEST_NAN_AT_STEP=N:
+    poison the z noise of step N with NaN, at most AEVB_TEST_NAN_TIMES times (default: always).
     """
+
+    def __init__(self):
+        env = os.environ
+        self.kill_at = int(env.get("AEVB_TEST_KILL_AT_STEP", "-1"))
+        self.nan_at = int(env.get("AEVB_TEST_NAN_AT_STEP", "-1"))
+        self.nan_times = int(env.get("AEVB_TEST_NAN_TIMES", "1000000"))
+
+    def poison(self, step: int, eps: torch.Tensor) -> None:
+        if step == self.nan_at and self.nan_times > 0:
+            self.nan_times -= 1
+            eps[..., :1, :] = float("nan")
+
+    def after_step(self, step: int) -> None:
+        if step == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Run:
+    """What the loop needs besides the state: data, config, run directory, ranks and the log."""
+
+    def __init__(self, cfg: RunConfig, splits: Splits, info, run_dir: Path, ctx, log: MetricsLog):
+        self.cfg, self.splits, self.info, self.run_dir, self.ctx, self.log = cfg, splits, info, run_dir, ctx, log
+        self.last_checkpoint = ""
+
+
+def checkpoint(ts: TrainState, run: Run, name: str = "") -> tuple:
+    """Write the state (rank 0) and return an in-memory snapshot of it (every rank)."""
+    snapshot = snapshot_state(ts, run.cfg)
+    if not all_finite({k: v for k, v in snapshot[0].items() if k.startswith(("model.", "optimizer."))}):
+        raise NonFiniteError(f"refusing to write a checkpoint with NaN/inf at step {ts.step} (this is a bug)")
+    if run.ctx.is_main:
+        folder = run.run_dir / "checkpoints" / (name or f"step-{ts.step:08d}")
+        save_checkpoint(folder, snapshot[0], snapshot[1])
+        if not name:
+            run.last_checkpoint = str(folder)
+            for old in list_checkpoints(run.run_dir)[:-max(1, run.cfg.train.keep_checkpoints)]:
+                shutil.rmtree(old, ignore_errors=True)
+    ts.nan_retries = 0 if not name else ts.nan_retries
+    return snapshot
+
+
+def validate_now(ts: TrainState, run: Run) -> dict:
+    """Validation ELBO (seeded), best checkpoint and early-stopping bookkeeping."""
+    if len(run.splits.valid) == 0:
+        return {}
+    ts.model.eval()
+    v = evaluate_elbo(ts.model, run.splits.valid, binarization=run.info.binarization, seed=run.cfg.eval.seed)
+    ts.model.train()
+    if v["elbo"] > ts.best_valid:
+        ts.best_valid, ts.best_step, ts.stale_validations = v["elbo"], ts.step, 0
+        checkpoint(ts, run, name="best")
+    else:
+        ts.stale_validations += 1
+        patience = run.cfg.train.early_stopping
+        if patience and ts.stale_validations >= patience:
+            ts.stopped = (f"early stopping: no better validation ELBO in {patience} validations "
+                          f"(best {ts.best_valid:.3f} nats at step {ts.best_step})")
+    return {"valid/elbo": v["elbo"], "valid/recon": v["recon"], "valid/kl": v["kl"]}
+
+
+def roll_back(ts: TrainState, run: Run, snapshot: tuple, why: str) -> None:
+    """Restore the last good state and lower the learning rate, or stop with a clear message."""
+    t = run.cfg.train
+    where = f"step {ts.step + 1} (epoch {ts.epoch + 1}, batch {ts.batch + 1})"
+    retries, scale = ts.nan_retries + 1, ts.lr_scale * 0.1
+    if retries > t.max_nan_retries:
+        raise NonFiniteError(
+            f"non-finite training bound at {where}: {why}. Rolled back and lowered the learning rate "
+            f"{t.max_nan_retries} time(s) without getting past it. Last good checkpoint: "
+            f"{run.last_checkpoint or '(none written yet)'}. Try a lower --lr, --set train.grad_clip=..., "
+            "or check the data.")
+    restore_state(ts, *snapshot, copy=True)
+    ts.nan_retries, ts.lr_scale = retries, scale
+    if run.ctx.is_main:
+        tqdm.write(f"NaN guard: {why} at {where}; rolled back to step {ts.step} and lowered the "
+                   f"learning rate x0.1 (retry {retries} of {t.max_nan_retries})")
+
+
+def end_epoch(ts: TrainState, run: Run, local_sums: torch.Tensor, examples: int, seconds: float) -> None:
+    """Reduce the epoch's sums over ranks, validate, log, print the epoch line."""
+    flush_sums(ts, run, local_sums)
+    s, t = ts.sums, run.cfg.train
+    ts.epoch, ts.batch, ts.sums = ts.epoch + 1, 0, [0.0, 0.0, 0.0, 0.0]
+    record = {"step": ts.step, "epoch": ts.epoch, "examples": ts.epoch * len(run.splits.train),
+              "train/elbo": s[0] / s[3], "train/recon": s[1] / s[3], "train/kl": s[2] / s[3],
+              "examples_per_s": examples / max(seconds, 1e-9), "time_s": ts.seconds,
+              "lr": learning_rate(t, ts.epoch - 1, ts.lr_scale)}
+    if t.eval_every == 0:
+        record.update(validate_now(ts, run))
+    run.log.write(record)
+    if run.ctx.is_main:
+        o = run.cfg.objective
+        name = "ELBO" if (o.name == "elbo" and o.beta == 1.0) else f"{o.name} bound"
+        valid = f"  valid ELBO {record['valid/elbo']:9.3f} nats" if "valid/elbo" in record else ""
+        tqdm.write(f"epoch {ts.epoch:3d}/{t.epochs}  train {name} {record['train/elbo']:9.3f}{valid}  "
+                   f"(recon {record['train/recon']:.2f}, KL {record['train/kl']:.2f})  "
+                   f"{record['examples_per_s']:,.0f} ex/s")
+
+
+def flush_sums(ts: TrainState, run: Run, local_sums: torch.Tensor) -> None:
+    total = distributed.all_reduce_sum(local_sums.clone(), run.ctx).tolist()
+    ts.sums = [a + b for a, b in zip(ts.sums, total)]
+    local_sums.zero_()
+
+
+def fit(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
+    """Train until ``cfg.train.epochs`` epochs are done or early stopping; checkpoint as configured."""
+    cfg, ctx = run.cfg, run.ctx
     t, o = cfg.train, cfg.objective
-    objective = OBJECTIVES[o.name]
-    log = MetricsLog(run_dir / "metrics.jsonl")
-    x_train = splits.train
+    x_train = run.splits.train
     n, batch_size = len(x_train), min(t.batch_size, len(x_train))
     steps_per_epoch = math.ceil(n / batch_size)
-    step, record = 0, {}
-    start = time.perf_counter()
-    for epoch in range(1, t.epochs + 1):
-        model.train()
-        perm = torch.randperm(n, generator=generator)
-        sums = torch.zeros(3, dtype=torch.float64)
-        epoch_start = time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{t.epochs}", disable=t.quiet,
-                   leave=False, mininterval=0.5, unit="step")
-        for i in bar:
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            x = prepare_batch(x_train[idx], info.binarization, generator)
-            beta = o.beta if o.warmup_steps == 0 else o.beta * min(1.0, (step + 1) / o.warmup_steps)
-            bound = objective(model, x, num_samples=o.num_samples, kl=o.kl, beta=beta)
-            loss = -bound.value.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            sums += torch.stack([bound.value.sum(), bound.recon.sum(), bound.kl.sum()]).detach().double()
-            if not t.quiet and i % 20 == 0:
-                seen = min((i + 1) * batch_size, n)
-                bar.set_postfix(elbo=f"{sums[0] / seen:.2f}", recon=f"{sums[1] / seen:.2f}",
-                                kl=f"{sums[2] / seen:.2f}", refresh=False)
-        seconds = time.perf_counter() - epoch_start
-        model.eval()
-        valid = evaluate_elbo(model, splits.valid, binarization=info.binarization, seed=cfg.eval.seed) \
-            if len(splits.valid) else {"elbo": float("nan")}
-        record = {"step": step, "epoch": epoch, "examples": step * batch_size,
-                  "train/elbo": float(sums[0] / n), "train/recon": float(sums[1] / n), "train/kl": float(sums[2] / n),
-                  "valid/elbo": valid["elbo"], "examples_per_s": n / seconds,
-                  "time_s": time.perf_counter() - start}
-        log.write(record)
-        bound_name = "ELBO" if (o.name == "elbo" and o.beta == 1.0) else f"{o.name} bound"
-        if o.beta != 1.0:
-            bound_name += " (beta != 1: not an ELBO)"
-        tqdm.write(f"epoch {epoch:3d}/{t.epochs}  train {bound_name} {record['train/elbo']:9.3f}  "
-                   f"valid ELBO {record['valid/elbo']:9.3f} nats  (recon {record['train/recon']:.2f}, "
-                   f"KL {record['train/kl']:.2f})  {record['examples_per_s']:,.0f} ex/s")
-    return record
+    params = [p for p in ts.model.parameters() if p.requires_grad]
+    local_sums = torch.zeros(4, dtype=torch.float64, device=x_train.device)
+    hooks, snapshot, perm_epoch, bar, last = TestHooks(), snapshot_state(ts, cfg), -1, None, time.perf_counter()
+    any_rank = lambda flag: distributed.any_rank(flag, ctx, x_train.device)  # noqa: E731
+    while ts.epoch < t.epochs and not ts.stopped:
+        if perm_epoch != ts.epoch:  # a new epoch, a resume or a rollback
+            perm, perm_epoch = epoch_permutation(n, t.seed, ts.epoch, x_train.device), ts.epoch
+            set_learning_rate(ts.optimizer, learning_rate(t, ts.epoch, ts.lr_scale))
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=steps_per_epoch, initial=ts.batch, desc=f"epoch {ts.epoch + 1}/{t.epochs}",
+                       disable=t.quiet or not ctx.is_main, leave=False, mininterval=0.5, unit="step")
+            start, start_step = time.perf_counter(), ts.step
+        idx = perm[ts.batch * batch_size:(ts.batch + 1) * batch_size]
+        x, eps = draw_batch(x_train, idx, ctx.local_rows(len(idx)), run.info.binarization, o.num_samples,
+                            ts.model.latent_dim, ts.noise)
+        hooks.poison(ts.step + 1, eps)
+        beta = o.beta if o.warmup_steps == 0 else o.beta * min(1.0, (ts.step + 1) / o.warmup_steps)
+        sums, why = optimizer_step(module, ts.model, ts.optimizer, params, x, eps, beta,
+                                   idx[ctx.local_rows(len(idx))], len(idx), ctx.world_size, t, n, any_rank)
+        if sums is None:
+            roll_back(ts, run, snapshot, why)
+            local_sums.zero_()
+            perm_epoch = -1
+            continue
+        local_sums += sums
+        ts.step, ts.batch = ts.step + 1, ts.batch + 1
+        now = time.perf_counter()
+        ts.seconds, last = ts.seconds + (now - last), now
+        if not bar.disable:
+            bar.update(1)
+            if ts.batch % 20 == 0:
+                seen = max(float(local_sums[3]), 1.0)
+                bar.set_postfix(elbo=f"{float(local_sums[0]) / seen:.2f}", recon=f"{float(local_sums[1]) / seen:.2f}",
+                                kl=f"{float(local_sums[2]) / seen:.2f}",
+                                ex_s=f"{(ts.step - start_step) * batch_size / (now - start):,.0f}", refresh=False)
+        if ts.batch == steps_per_epoch:
+            end_epoch(ts, run, local_sums, (ts.step - start_step) * batch_size, now - start)
+        if t.eval_every and ts.step % t.eval_every == 0:
+            run.log.write({"step": ts.step, "epoch": ts.epoch, "examples": ts.epoch * n + ts.batch * batch_size,
+                           "time_s": ts.seconds, "lr": learning_rate(t, ts.epoch, ts.lr_scale),
+                           **validate_now(ts, run)})
+        if (t.checkpoint_every and ts.step % t.checkpoint_every == 0) or \
+                (t.checkpoint_every == 0 and ts.batch == 0):
+            flush_sums(ts, run, local_sums)
+            snapshot = checkpoint(ts, run)
+        hooks.after_step(ts.step)
+    if bar is not None:
+        bar.close()
+    if ts.stopped and ctx.is_main:
+        tqdm.write(ts.stopped)
 
 
-def train(cfg: RunConfig) -> Path:
-    """Train a VAE as configured and write a run directory.
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """Validate; with the IWAE schedule the run length is the schedule's: 3280 epochs."""
+    validate(cfg)
+    if cfg.train.schedule == "iwae" and cfg.train.epochs != IWAE_EPOCHS:
+        print(f"schedule iwae: training for {IWAE_EPOCHS} epochs (3^i passes for i = 0..7); "
+              f"train.epochs = {cfg.train.epochs} is replaced")
+        cfg.train.epochs = IWAE_EPOCHS
+    return cfg
+
+
+def build_state(cfg: RunConfig, splits: Splits, info, device: torch.device) -> TrainState:
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, info, train_mean=splits.train.mean(0)).to(device)
+    check_data_fits(model, splits, info)
+    optimizer = build_optimizer(model.parameters(), cfg.train, device)
+    return TrainState(model, optimizer, torch.Generator(device=device).manual_seed(cfg.train.seed))
+
+
+def resume_state(ts: TrainState, run_dir: Path) -> Path:
+    """Load the last checkpoint of ``run_dir`` into ``ts``; drop metrics logged after it."""
+    ckpt = find_checkpoint(run_dir, "last")
+    tensors, meta = read_tensors(ckpt), read_state(ckpt)
+    if "optimizer" not in meta:
+        raise RuntimeError(f"{ckpt} holds weights only (an older checkpoint); it cannot be resumed")
+    restore_state(ts, tensors, meta)
+    return ckpt
+
+
+def finish(ts: TrainState, run: Run) -> None:
+    """Last checkpoint, test ELBO, summary.json and figures (rank 0)."""
+    info, splits = run.info, run.splits
+    if not run.last_checkpoint.endswith(f"step-{ts.step:08d}"):
+        checkpoint(ts, run)
+    if not run.ctx.is_main:
+        return
+    ts.model.eval()
+    test = evaluate_elbo(ts.model, splits.test, binarization=info.binarization, seed=run.cfg.eval.seed)
+    write_json_atomic(run.run_dir / "summary.json", {
+        "test": test, "epochs": ts.epoch, "steps": ts.step, "train_examples": len(splits.train),
+        "best_valid_elbo": ts.best_valid if math.isfinite(ts.best_valid) else None, "best_step": ts.best_step,
+        "stopped": ts.stopped, "train_seconds": ts.seconds})
+    write_basic_plots(ts.model, splits, info, run.run_dir, run.cfg.train.seed)
+    print(f"run directory: {run.run_dir}")
+    print(f"test ELBO: {test['elbo']:.2f} ± {test['elbo_se']:.2f} nats per example "
+          f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {info.binarization} binarization)")
+
+
+def train(cfg: RunConfig, resume: bool = False) -> Path:
+    """Train a VAE as configured and write (or continue) a run directory.
 
     The run directory receives ``config.json`` (resolved config), ``data.json`` (DataInfo),
-    ``metrics.jsonl``, ``checkpoints/step-XXXXXXXX/`` (safetensors weights + JSON state),
-    ``summary.json`` (final test ELBO) and ``plots/`` (reconstructions and samples).
+    ``metrics.jsonl``, ``checkpoints/step-XXXXXXXX/`` and ``checkpoints/best/`` (full training
+    state: safetensors + JSON), ``summary.json`` (final test ELBO) and ``plots/``.
+
+    Args:
+        cfg: the run configuration; with ``resume`` it must be the run's saved config (``cfg.out``
+            is the run directory) and training continues from its last checkpoint.
 
     Returns:
         The run directory.
     """
-    validate(cfg)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
-    splits, info = build_datasets(cfg.data, cfg.model.likelihood)
-    run_dir = make_run_dir(cfg.out)
-    cfg.out = str(run_dir)
-    cfg.save(run_dir / "config.json")
-    write_json_atomic(run_dir / "data.json", info.to_dict())
+    resolve_config(cfg)
+    torch.set_num_threads(resolve_threads(cfg.train.threads))
+    ctx = distributed.setup(resolve_device(cfg.train.device))
+    device = ctx.device
+    flush = device.type == "cpu" and cfg.train.flush_denormal and torch.set_flush_denormal(True)
+    try:
+        splits, info = build_datasets(cfg.data, cfg.model.likelihood)
+        run_dir = Path(cfg.out) if resume else make_run_dir(cfg.out) if ctx.is_main else Path(cfg.out)
+        ts = build_state(cfg, splits, info, device)
+        splits = Splits(*(t.to(device) for t in (splits.train, splits.valid, splits.test)))
+        log = MetricsLog(run_dir / "metrics.jsonl", enabled=ctx.is_main,
+                         tensorboard=cfg.train.tensorboard and ctx.is_main)
+        run = Run(cfg, splits, info, run_dir, ctx, log)
+        if resume:
+            ckpt = resume_state(ts, run_dir)
+            run.last_checkpoint = str(ckpt)
+            if ctx.is_main:
+                truncate_metrics(run_dir / "metrics.jsonl", ts.step)
+                print(f"resuming {run_dir} from {ckpt.name} (epoch {ts.epoch + 1}, batch {ts.batch + 1})")
+        elif ctx.is_main:
+            cfg.out = str(run_dir)
+            cfg.save(run_dir / "config.json")
+            write_json_atomic(run_dir / "data.json", info.to_dict())
+        if not resume or ctx.rank > 0:  # torch's global stream (only non-Gaussian posteriors use it), per rank
+            torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + ts.step)
+        module = BoundModule(ts.model, cfg.objective)
+        if ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-    model = build_model(cfg.model, info, train_mean=splits.train.mean(0)).to(device)
-    check_data_fits(model, splits, info)
-    optimizer = build_optimizer(model.parameters(), cfg.train)
-    record = fit(model, optimizer, splits, info, cfg, run_dir, generator)
-
-    state = {"step": record.get("step", 0), "epoch": record.get("epoch", 0), "version": __version__,
-             "metrics": record}
-    save_checkpoint(run_dir / "checkpoints" / f"step-{state['step']:08d}", model_tensors(model), state)
-    model.eval()
-    test = evaluate_elbo(model, splits.test, binarization=info.binarization, seed=cfg.eval.seed)
-    write_json_atomic(run_dir / "summary.json", {"test": test, "epochs": record.get("epoch", 0),
-                                                  "steps": record.get("step", 0), "train_examples": len(splits.train)})
-    write_basic_plots(model, splits, info, run_dir, cfg.train.seed)
-    print(f"run directory: {run_dir}")
-    print(f"test ELBO: {test['elbo']:.2f} ± {test['elbo_se']:.2f} nats per example "
-          f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {info.binarization} binarization)")
-    return run_dir
+            module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.train.compile:
+            module = torch.compile(module)
+        fit(ts, module, run)
+        del module
+        finish(ts, run)
+        log.close()
+        return run_dir
+    finally:
+        distributed.teardown(ctx)
+        if flush:
+            torch.set_flush_denormal(False)

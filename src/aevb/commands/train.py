@@ -2,6 +2,11 @@
 
 Settings come from the defaults, then --preset, then --config FILE (TOML or JSON), then the
 flags below, then --set section.key=value (any field; see docs/configuration.md).
+
+--resume RUN_DIR continues an interrupted run exactly from its last checkpoint, with the run's
+saved config; only the settings in RESUMABLE may be changed then (e.g. --epochs to train longer).
+Under torchrun (``torchrun --nproc_per_node=N -m aevb train ...``) the run is data-parallel
+(DistributedDataParallel; docs/training.md).
 """
 
 from __future__ import annotations
@@ -72,11 +77,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", default=None, help="run directory to write (default: runs/<timestamp>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars; one line per epoch")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue RUN_DIR from its last checkpoint (same config; see RESUMABLE)")
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """defaults <- preset <- config file <- flags <- --set."""
-    cfg = RunConfig()
+# Settings a resumed run may change; everything else must match the run's config.json.
+RESUMABLE = {("train", k) for k in ("epochs", "quiet", "threads", "device", "eval_every", "checkpoint_every",
+                                    "early_stopping", "max_nan_retries", "keep_checkpoints", "tensorboard",
+                                    "compile", "flush_denormal")}
+
+
+def resume_config(args: argparse.Namespace) -> RunConfig:
+    """The run's saved config with the allowed changes from the flags applied."""
+    from pathlib import Path
+
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.json").is_file():
+        raise ValueError(f"--resume {run_dir}: no config.json there; give the run directory of an aevb train run")
+    if args.preset or args.config or (args.out and Path(args.out) != run_dir):
+        raise ValueError("--resume takes the run's own config: drop --preset, --config and --out")
+    saved = RunConfig.load(run_dir / "config.json")
+    wanted = config_from_args(args, base=RunConfig.load(run_dir / "config.json"))
+    changed = [f"{section}.{f.name}" for section in ("data", "model", "objective", "train", "eval")
+               for f in fields(getattr(saved, section))
+               if getattr(getattr(saved, section), f.name) != getattr(getattr(wanted, section), f.name)
+               and (section, f.name) not in RESUMABLE]
+    if changed:
+        raise ValueError(f"--resume {run_dir}: {', '.join(changed)} cannot change when resuming "
+                         f"(allowed: {', '.join(sorted(f'{a}.{b}' for a, b in RESUMABLE))})")
+    wanted.out = str(run_dir)
+    return wanted
+
+
+def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """defaults (or ``base``) <- preset <- config file <- flags <- --set."""
+    cfg = base if base is not None else RunConfig()
     if args.preset:
         update(cfg, read_preset(args.preset), source=f"preset {args.preset}")
     if args.config:
@@ -98,5 +133,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
-    train(config_from_args(args))
+    if getattr(args, "resume", None):
+        train(resume_config(args), resume=True)
+    else:
+        train(config_from_args(args))
     return 0

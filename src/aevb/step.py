@@ -1,0 +1,135 @@
+"""One optimizer step of the trainer, with its noise drawn explicitly and its NaN/inf checks.
+
+Every random draw of a step comes from the trainer's noise generator, for the *global* batch:
+the binarization uniforms u (B, num_dims) and the standard-normal noise eps (L, B, latent_dim).
+Each rank keeps its rows. One process with batch B and W processes with B/W rows each therefore
+see the same binarized pixels and the same z for every example, and the run does not depend on
+the number of processes (ranks still draw independent noise: they keep different rows).
+
+The bound itself is the shared objective (``objectives.OBJECTIVES``) evaluated on a view of the
+model whose q(z|x) returns ``loc + scale * eps`` from ``rsample``: the same expression
+``torch.distributions.Normal.rsample`` computes, with eps given instead of drawn.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+
+from .objectives import OBJECTIVES
+from .optim import add_prior_gradient, gradient_norm
+
+
+class PresetNoiseNormal(Independent):
+    """A diagonal Gaussian q(z|x) whose ``rsample`` uses given noise eps (sample_shape + (B, D))."""
+
+    def __init__(self, q_z: Independent, eps: torch.Tensor):
+        super().__init__(q_z.base_dist, q_z.reinterpreted_batch_ndims, validate_args=False)
+        self.eps = eps
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
+        if shape != self.eps.shape:
+            raise ValueError(f"preset noise has shape {tuple(self.eps.shape)}, rsample asked for {tuple(shape)}")
+        return self.base_dist.loc + self.eps * self.base_dist.scale
+
+
+class _PresetNoiseModel:
+    """The VAE as the objective sees it, with q(z|x) drawing the preset noise."""
+
+    def __init__(self, model: nn.Module, eps: torch.Tensor):
+        self.model, self.eps = model, eps
+
+    def posterior(self, x: torch.Tensor):
+        q_z = self.model.posterior(x)
+        if isinstance(q_z, Independent) and isinstance(q_z.base_dist, Normal):
+            return PresetNoiseNormal(q_z, self.eps)
+        return q_z  # other posteriors draw from torch's global generator (seeded per rank)
+
+    def prior(self):
+        return self.model.prior()
+
+    def likelihood(self, z: torch.Tensor):
+        return self.model.likelihood(z)
+
+
+class BoundModule(nn.Module):
+    """x (B, num_dims), eps (L, B, D), beta -> (bound, recon, kl), each (B,) in nats.
+
+    The module DistributedDataParallel wraps (DDP synchronises gradients through ``forward``).
+    """
+
+    def __init__(self, model: nn.Module, objective_cfg):
+        super().__init__()
+        self.model = model
+        self.objective = OBJECTIVES[objective_cfg.name]
+        self.num_samples, self.kl = objective_cfg.num_samples, objective_cfg.kl
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor, beta: float):
+        b = self.objective(_PresetNoiseModel(self.model, eps), x, num_samples=self.num_samples, kl=self.kl,
+                           beta=beta)
+        return b.value, b.recon, b.kl
+
+
+def draw_batch(x_train: torch.Tensor, idx: torch.Tensor, rows: slice, binarization: str, num_samples: int,
+               latent_dim: int, noise: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows of the global batch ``idx``, binarized, and their z noise.
+
+    Returns:
+        x (b, num_dims) and eps (L, b, latent_dim) for the b = len(rows) local examples.
+    """
+    x = x_train[idx[rows]]
+    if binarization == "dynamic":  # x_bin ~ Bernoulli(x): 1 where u < x, u ~ U[0, 1)
+        u = torch.rand(len(idx), x_train.shape[1], generator=noise, device=x_train.device)
+        x = (u[rows] < x).to(x_train.dtype)
+    eps = torch.randn(num_samples, len(idx), latent_dim, generator=noise, device=x_train.device)
+    return x, eps[:, rows]
+
+
+def describe_nonfinite(value: torch.Tensor, recon: torch.Tensor, kl: torch.Tensor, examples: torch.Tensor) -> str:
+    """Which term went bad and for which training examples (dataset indices)."""
+    parts = []
+    for name, term in (("reconstruction term E_q[log p(x|z)]", recon), ("KL term", kl), ("bound", value)):
+        bad = ~torch.isfinite(term.detach())
+        if bad.any():
+            where = examples[bad.cpu()].tolist() if examples.numel() == bad.numel() else []
+            parts.append(f"{name} is non-finite for {int(bad.sum())} example(s) (training-set indices "
+                         f"{where[:8]}{' ...' if len(where) > 8 else ''})")
+    return "; ".join(parts[:2]) if parts else "the bound is non-finite on another rank"
+
+
+def first_bad_gradient(model: nn.Module) -> str:
+    for name, p in model.named_parameters():
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            return name
+    return "?"
+
+
+def optimizer_step(module: nn.Module, model: nn.Module, optimizer, params: list, x: torch.Tensor,
+                   eps: torch.Tensor, beta: float, examples: torch.Tensor, global_count: int, world_size: int,
+                   train_cfg, num_train: int, any_rank) -> tuple[torch.Tensor | None, str]:
+    """Forward, check, backward, prior gradient, clip, check, step.
+
+    The local loss is -sum(bound) * W / B_global so that DDP's average of the W ranks' gradients
+    is the gradient of -mean(bound) over the global batch (exact for uneven shares too).
+
+    Returns:
+        (sums, "") with sums = [sum bound, sum recon, sum KL, examples] of the local rows, or
+        (None, why) when the bound or the gradient is non-finite; then no step was taken and
+        ``why`` names the term and the training examples (``examples``: their dataset indices).
+    """
+    value, recon, kl = module(x, eps, beta)
+    if any_rank(not bool(torch.isfinite(value).all())):
+        return None, describe_nonfinite(value, recon, kl, examples)
+    loss = -value.sum() * (world_size / global_count)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    add_prior_gradient(params, train_cfg.weight_decay, num_train)
+    norm = gradient_norm(params, train_cfg.grad_clip)
+    if not bool(torch.isfinite(norm)):
+        return None, f"the bound is finite but the gradient of {first_bad_gradient(model)} is not"
+    optimizer.step()
+    with torch.no_grad():
+        sums = torch.stack([value.sum(), recon.sum(), kl.sum(), value.new_tensor(float(len(value)))])
+    return sums.double(), ""

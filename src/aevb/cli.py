@@ -14,6 +14,7 @@ import sys
 # command name -> module; adding a command = one module + one line here (tests check the table).
 COMMANDS = {
     "train": "aevb.commands.train",
+    "export": "aevb.commands.export",
 }
 
 

@@ -90,7 +90,8 @@ class AEVB:
             raise ValueError(f"X must be a non-empty array of shape (N, D) or (N, H, W); got shape {X.shape}")
         bad = np.argwhere(~np.isfinite(X))
         if len(bad):
-            raise ValueError(f"X{list(bad[0])} is {X[tuple(bad[0])]}; NaN and inf are not data")
+            index = ", ".join(str(int(i)) for i in bad[0])
+            raise ValueError(f"X[{index}] is {X[tuple(bad[0])]}; NaN and inf are not data")
         return X
 
     def _tensor(self, X) -> torch.Tensor:

@@ -54,7 +54,10 @@ def example_inputs(model, info, batch_size: int = 2) -> tuple[torch.Tensor, torc
 
 
 def _torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
-    with torch.no_grad():
+    """Trace and save. torch 2.13 marks torch.jit deprecated; TorchScript files still load with
+    ``torch.jit.load`` (Python) and ``torch::jit::load`` (C++, LibTorch), which is why it is offered."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(module, example, check_trace=False)
     traced.save(str(path))
 

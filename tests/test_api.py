@@ -98,3 +98,14 @@ def test_fit_leaves_the_global_torch_rng_alone(digits):
     torch.manual_seed(5)
     AEVB(hidden=(8,), epochs=1).fit(digits[:100])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_parameters_follow_the_scikit_learn_protocol():
+    from sklearn.base import clone
+
+    vae = AEVB(latent_dim=3, hidden=(7, 5), k=11)
+    copy = clone(vae)
+    assert copy is not vae and copy.get_params() == vae.get_params()
+    assert copy.set_params(epochs=2).epochs == 2
+    with pytest.raises(ValueError, match="no parameter 'epoch'; allowed: latent_dim"):
+        vae.set_params(epoch=2)

@@ -1,6 +1,7 @@
 """Configuration: typed defaults, files, dotted overrides, validation of every field at once."""
 
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,10 @@ def test_cli_reports_a_bad_config_file_in_one_line(tmp_path, capsys):
     assert err.startswith("aevb train: error: ")
     assert "model.latent_dim: expected an integer, got 'x'" in err and f"{path}: unknown key model.width" in err
     assert "Traceback" not in err
+
+
+def test_docs_describe_every_field():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    cfg = RunConfig()
+    missing = [f"{s}.{f.name}" for s in SECTIONS for f in fields(getattr(cfg, s)) if f"`{s}.{f.name}`" not in text]
+    assert not missing, f"add a row for each of {missing} to docs/configuration.md ('Every field')"

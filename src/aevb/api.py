@@ -17,6 +17,7 @@ non-binary values in [0, 1] are binarized afresh for every batch (dynamic binari
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 
@@ -71,6 +72,24 @@ class AEVB:
         self.k = k
         self.random_state = random_state
         self.verbose = verbose
+
+    # -- scikit-learn parameter protocol (``sklearn.base.clone`` works) ----
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor arguments by name."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params) -> "AEVB":
+        """Set constructor arguments; unknown names are refused with the allowed names."""
+        allowed = self.get_params()
+        for name, value in params.items():
+            if name not in allowed:
+                raise ValueError(f"AEVB has no parameter {name!r}; allowed: {', '.join(allowed)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"AEVB({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     # -- configuration and data ------------------------------------------
     def _config(self) -> RunConfig:

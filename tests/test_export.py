@@ -88,3 +88,20 @@ def test_corrupt_checkpoint_is_a_one_line_error_naming_the_file(run_dir, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("aevb export: error: cannot read ") and str(weights) in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_conv_model_exports_with_a_free_batch_size(tmp_path):
+    from aevb.config import RunConfig, update
+    from aevb.data import build_datasets
+    from aevb.model import build_model
+
+    cfg = update(RunConfig(), {"data": {"name": "digits"}, "model": {"arch": "conv", "hidden": [4, 8], "latent_dim": 3}})
+    splits, info = build_datasets(cfg.data)
+    model = build_model(cfg.model, info).eval()
+    export_model(model, info, tmp_path, "torchscript")
+    x, z = splits.test[:9], torch.randn(9, 3)
+    mu, log_var = torch.jit.load(str(tmp_path / "encoder.pt"))(x)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(tmp_path / "decoder.pt"))(z), model.decoder(z))
+        torch.testing.assert_close(mu, model.posterior(x).mean)

@@ -1,4 +1,16 @@
-"""aevb: variational autoencoders with exact likelihoods, every number in nats."""
+"""aevb: variational autoencoders with exact likelihoods, every number in nats.
+
+Public API (explicit re-exports):
+
+- ``AEVB``: scikit-learn-like estimator (``fit``, ``transform``, ``score_samples``, ``sample``).
+- Building blocks: ``VAE``, ``build_model``, ``LIKELIHOODS``, ``PRIORS``, ``OBJECTIVES``,
+  ``elbo``, ``iwae`` (per-example bounds in nats).
+- Runs: ``RunConfig``, ``train(cfg) -> run_dir``, ``load_run(run_dir) -> (cfg, model, info)``,
+  ``export_model``.
+
+Note: ``aevb.train`` is the function ``train``; import the module's other names with
+``from aevb.train import fit, build_optimizer``.
+"""
 
 __version__ = "0.1.0"
 
@@ -7,5 +19,10 @@ from .likelihoods import LIKELIHOODS  # noqa: E402
 from .model import VAE, build_model  # noqa: E402
 from .objectives import OBJECTIVES, elbo, iwae  # noqa: E402
 from .priors import PRIORS  # noqa: E402
+from .checkpoint import load_run  # noqa: E402
+from .export import export_model  # noqa: E402
+from .api import AEVB  # noqa: E402
+from .train import train  # noqa: E402
 
-__all__ = ["__version__", "RunConfig", "LIKELIHOODS", "VAE", "build_model", "OBJECTIVES", "elbo", "iwae", "PRIORS"]
+__all__ = ["__version__", "AEVB", "RunConfig", "LIKELIHOODS", "VAE", "build_model", "OBJECTIVES", "elbo", "iwae",
+           "PRIORS", "load_run", "export_model", "train"]

@@ -16,6 +16,7 @@ COMMANDS = {
     "train": "aevb.commands.train",
     "explain": "aevb.commands.explain",
     "data": "aevb.commands.data",
+    "export": "aevb.commands.export",
 }
 
 

@@ -218,7 +218,10 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path}: cannot read it as UTF-8 text: {e}") from None
     try:
         if path.suffix == ".json":
             return json.loads(text)
@@ -266,9 +269,35 @@ def validate(cfg: RunConfig) -> RunConfig:
             problems.append(f"{k} = {v!r}: must be in [0, 1)")
     if m.min_sigma <= 0:
         problems.append(f"model.min_sigma = {m.min_sigma!r}: must be > 0")
+    if not _is_sigma(m.sigma):
+        problems.append(f"model.sigma = {m.sigma!r}: allowed values are a positive number or "
+                        f"{', '.join(SIGMA_MODES)}")
+    if o.name == "iwae" and o.beta != 1.0:
+        problems.append(f"objective.beta = {o.beta!r}: the iwae bound has no KL weight; allowed value is 1.0 "
+                        "(use objective.name = elbo for beta != 1)")
+    if cfg.data.image_size and not _is_size(cfg.data.image_size):
+        problems.append(f"data.image_size = {cfg.data.image_size!r}: allowed values are HxW, e.g. 28x28, or empty")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
+
+
+SIGMA_MODES = ("learned_shared", "learned_per_dim", "predicted")
+
+
+def _is_sigma(value: str) -> bool:
+    """A fixed positive scale written as a number, or one of ``SIGMA_MODES``."""
+    if value in SIGMA_MODES:
+        return True
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
+
+
+def _is_size(value: str) -> bool:
+    parts = value.lower().split("x")
+    return len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts)
 
 
 def field_help(section: str, name: str) -> str:
@@ -286,6 +315,15 @@ PRESET_DIR = Path(__file__).parent / "presets"
 def list_presets() -> list[str]:
     """Names of the presets shipped in ``aevb/presets/*.toml``."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def preset_description(name: str) -> str:
+    """The first comment line of a shipped preset, without the leading ``# NAME:``."""
+    for line in (PRESET_DIR / f"{name}.toml").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            text = line.lstrip("# ").strip()
+            return text.split(":", 1)[1].strip() if text.startswith(f"{name}:") else text
+    return ""
 
 
 def read_preset(name: str) -> dict:

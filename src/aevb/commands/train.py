@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..config import RunConfig, apply_overrides, field_help, read_config_file, read_preset, update
+from ..config import (RunConfig, apply_overrides, field_help, list_presets, preset_description, read_config_file,
+                      read_preset, update)
 
 HELP = "train a VAE on a named data set or your own files"
 
@@ -67,7 +68,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         elif isinstance(default, float):
             kwargs["type"] = float
         parser.add_argument(flag, **kwargs)
-    parser.add_argument("--preset", default=None, help="start from a named preset (see configs/ and `aevb train --list-presets`)")
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help=f"start from a named preset: {', '.join(list_presets())} (see --list-presets)")
+    parser.add_argument("--list-presets", action="store_true", help="print the presets with a line each and exit")
     parser.add_argument("--config", default=None, help="TOML or JSON file with [data], [model], [objective], [train], [eval] tables")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any config field, e.g. --set train.lr=3e-4 (repeatable)")
@@ -133,6 +136,10 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
+    if getattr(args, "list_presets", False):
+        for name in list_presets():
+            print(f"{name:12s} {preset_description(name)}")
+        return 0
     if getattr(args, "resume", None):
         train(resume_config(args), resume=True)
     else:

@@ -15,7 +15,8 @@ from aevb.data import DATASETS, build_datasets
 from aevb.likelihoods import LIKELIHOODS
 from aevb.model import build_model
 from aevb.objectives import OBJECTIVES
-from aevb.train import build_optimizer, train
+from aevb.optim import build_optimizer
+from aevb.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIGS = sorted((REPO / "configs").glob("*.toml"))
@@ -60,7 +61,7 @@ def test_one_optimizer_step_with_the_configured_model_objective_and_optimizer(so
     torch.manual_seed(0)
     splits, info = build_datasets(cfg.data, cfg.model.likelihood)
     model = build_model(cfg.model, info, train_mean=splits.train.mean(0))
-    optimizer = build_optimizer(model.parameters(), cfg.train)
+    optimizer = build_optimizer(model.parameters(), cfg.train, torch.device("cpu"))
     assert type(optimizer).__name__.lower() == cfg.train.optimizer
     assert optimizer.param_groups[0]["lr"] == cfg.train.lr
     if cfg.train.optimizer == "adam":

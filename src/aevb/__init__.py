@@ -9,7 +9,7 @@ Public API (explicit re-exports):
   ``export_model``.
 
 Note: ``aevb.train`` is the function ``train``; import the module's other names with
-``from aevb.train import fit, build_optimizer``.
+``from aevb.train import fit``.
 """
 
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@
     >>> z, log_px = vae.transform(X), vae.score_samples(X)
 
 It builds a ``RunConfig`` from its arguments (so bad values get the same messages as the CLI),
-the model with ``build_model``, the optimizer with ``train.build_optimizer``, and maximises the
+the model with ``build_model``, the optimizer with ``optim.build_optimizer``, and maximises the
 mean of an ``aevb.objectives`` bound in a short loop of its own (``train.fit`` works on a run
 directory and its metrics files; an estimator keeps nothing on disk).
 
@@ -28,7 +28,7 @@ from .config import RunConfig, update, validate
 from .data import DataInfo, prepare_batch
 from .model import build_model
 from .objectives import OBJECTIVES, iwae
-from .train import build_optimizer
+from .optim import build_optimizer
 
 
 class AEVB:
@@ -157,7 +157,7 @@ class AEVB:
             model = build_model(cfg.model, info, train_mean=x_train.mean(0))
             if info.binarization == "none":
                 model.likelihood_module.check_data(x_train, where="X")
-            optimizer = build_optimizer(model.parameters(), cfg.train)
+            optimizer = build_optimizer(model.parameters(), cfg.train, torch.device("cpu"))
             self.history_ = [self._epoch(model, optimizer, x_train, generator) for _ in range(cfg.train.epochs)]
         self.model_ = model.eval()
         return self

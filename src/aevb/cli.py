@@ -14,6 +14,10 @@ import sys
 # command name -> module; adding a command = one module + one line here (tests check the table).
 COMMANDS = {
     "train": "aevb.commands.train",
+    "sample": "aevb.commands.sample",
+    "reconstruct": "aevb.commands.reconstruct",
+    "plot": "aevb.commands.plot",
+    "report": "aevb.commands.report",
 }
 
 

@@ -85,7 +85,9 @@ def _samples(ctx: FigureContext):
 
 
 def _sample_draws(ctx: FigureContext):
-    x = ctx.model.sample(NUM_SAMPLES, generator=ctx.generator(), mean=False).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)  # x ~ p(x|z) draws from the global generator
+        x = ctx.model.sample(NUM_SAMPLES, generator=ctx.generator(), mean=False).cpu()
     return plots.plot_samples(x, ctx.info.shape, title="samples: x ~ p(x|z), z ~ p(z)", cmap=ctx.cmap)
 
 

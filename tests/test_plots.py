@@ -31,12 +31,11 @@ def _runs(flags: np.ndarray) -> int:
     return int(f[0] + np.sum(np.diff(f) == 1))
 
 
-def grid_cells(png_path) -> list[tuple[int, int]]:
-    """(rows, cols) of cells of each image grid in a PNG, left to right.
+def grid_blocks(png_path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(separator mask, RGB pixels) of each image grid in a PNG, left to right, cropped to its border.
 
-    A grid panel is a block of columns holding separator-coloured pixels; inside it, separator
-    lines are pixel rows (columns) that are separator colour from edge to edge. k cells are
-    bounded by k + 1 lines.
+    A grid panel is a block of columns holding many separator-coloured pixels; it runs from the
+    first to the last pixel row that is separator colour from edge to edge.
     """
     img = np.asarray(Image.open(png_path).convert("RGB")).astype(float)
     mask = (np.abs(img - pad_rgb()) <= 3).all(-1)
@@ -47,9 +46,14 @@ def grid_cells(png_path) -> list[tuple[int, int]]:
         full_rows = np.flatnonzero(mask[:, c0:c1].mean(1) > 0.98)
         if c1 - c0 < 5 or len(full_rows) < 2:
             continue
-        block = mask[full_rows[0]:full_rows[-1] + 1, c0:c1]  # from the top to the bottom border
-        panels.append((_runs(block.all(1)) - 1, _runs(block.all(0)) - 1))
+        rows = slice(full_rows[0], full_rows[-1] + 1)  # from the top to the bottom border
+        panels.append((mask[rows, c0:c1], img[rows, c0:c1]))
     return panels
+
+
+def grid_cells(png_path) -> list[tuple[int, int]]:
+    """(rows, cols) of cells of each image grid in a PNG: k cells are bounded by k + 1 lines."""
+    return [(_runs(m.all(1)) - 1, _runs(m.all(0)) - 1) for m, _ in grid_blocks(png_path)]
 
 
 @pytest.fixture(scope="module")

@@ -191,7 +191,8 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, which: str = "last", seed: int = 0) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default RUN_DIR/report.html); returns the path."""
+    page = render_html(gather_report(run_dir, which, seed))
     out = Path(out) if out else Path(run_dir) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(gather_report(run_dir, which, seed)), encoding="utf-8")
+    out.write_text(page, encoding="utf-8")
     return out

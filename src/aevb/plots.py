@@ -166,7 +166,7 @@ def plot_manifold(means: torch.Tensor, shape: tuple, num_steps: int, dims: tuple
     plt = _pyplot()
     if not is_image(shape):
         raise ValueError(f"the manifold figure needs image data; this datum has shape {tuple(shape)}")
-    size = min(10.0, 0.45 * num_steps + 1)
+    size = min(8.0, 0.4 * num_steps + 1)
     fig, ax = plt.subplots(figsize=(size, size))
     rest = "" if latent_dim == 2 else f" (other {latent_dim - 2} dims at 0)"
     _show(ax, _grid_for(to_display(means), shape, num_steps, cmap),
@@ -205,7 +205,7 @@ def plot_traversals(means: torch.Tensor, shape: tuple, order: list[int], activit
     per dimension (lines coloured by the value of z_d), stacked in ``len(order)`` axes.
     """
     plt = _pyplot()
-    labels = [f"z{d}  A={float(activity[d]):.2g}" for d in order]
+    labels = [f"z{d} A={float(activity[d]):.2g}" for d in order]
     if not is_image(shape):
         fig, axes = plt.subplots(len(order), 1, figsize=(7, 1.2 * len(order) + 0.8), sharex=True, squeeze=False)
         colours = plt.get_cmap("coolwarm")(torch.linspace(0, 1, num_steps).numpy())
@@ -220,7 +220,7 @@ def plot_traversals(means: torch.Tensor, shape: tuple, order: list[int], activit
         return fig
     h = shape[-2] + 1
     aspect = len(order) * h / (num_steps * (shape[-1] + 1))
-    fig, ax = plt.subplots(figsize=(7, 6 * aspect + 0.8))
+    fig, ax = plt.subplots(figsize=(7.5, 6 * aspect + 0.8))
     _show(ax, _grid_for(to_display(means), shape, num_steps, cmap),
           "latent traversals, most active first (A = variance of posterior means)", cmap)
     ax.axis("on")
@@ -235,20 +235,19 @@ def plot_traversals(means: torch.Tensor, shape: tuple, order: list[int], activit
 def embed_2d(mu: torch.Tensor, method: str = "pca", seed: int = 0) -> tuple[torch.Tensor, tuple[str, str]]:
     """(N, D) posterior means -> (N, 2) coordinates and their axis names.
 
-    D <= 2 is shown as is (D = 1 gets a zero second coordinate); otherwise PCA or t-SNE
-    (scikit-learn, seeded) reduces it to two dimensions.
+    D <= 2 is shown as is (D = 1 gets a zero second coordinate); otherwise PCA (SVD of the
+    centred means) or t-SNE (scikit-learn, seeded by ``seed``) reduces it to two dimensions.
     """
     x = mu.detach().double().cpu()
     if x.shape[1] == 1:
         return torch.cat([x, torch.zeros_like(x)], 1), ("z0", "")
     if x.shape[1] == 2:
         return x, ("z0", "z1")
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=2, random_state=seed).fit(x.numpy())
-        ev = pca.explained_variance_ratio_
-        return torch.from_numpy(pca.transform(x.numpy())), (f"PC1 ({ev[0]:.0%} of variance)", f"PC2 ({ev[1]:.0%})")
+    if method == "pca":  # projections on the top two right singular vectors of the centred data
+        centred = x - x.mean(0)
+        _, s, vt = torch.linalg.svd(centred, full_matrices=False)
+        ev = s ** 2 / (s ** 2).sum()
+        return centred @ vt[:2].T, (f"PC1 ({ev[0]:.0%} of variance)", f"PC2 ({ev[1]:.0%})")
     if method == "tsne":
         from sklearn.manifold import TSNE
 
@@ -303,6 +302,8 @@ def plot_training_curves(records: list[dict]):
     E_q[log p(x|z)] and KL(q(z|x) || p(z)), all in nats per example.
     """
     plt = _pyplot()
+    from matplotlib.ticker import NullFormatter
+
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     panels = [("bound (nats per example)", ["train/elbo", "valid/elbo"]),
               ("reconstruction E_q[log p(x|z)] (nats)", ["train/recon", "valid/recon"]),
@@ -315,15 +316,16 @@ def plot_training_curves(records: list[dict]):
                 ax.plot(xs, ys, label={"train": "train", "valid": "validation"}[key.split("/")[0]],
                         **styles[key.split("/")[0]])
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a short log axis collide
         ax.set_xlabel("training examples seen")
         ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, alpha=0.3)
         if ax.get_lines():
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     axes[0].set_title("bound vs examples seen (AEVB fig. 2)", fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.13, top=0.92, wspace=0.3)  # tight_layout costs a draw
     return fig
 
 

@@ -252,3 +252,16 @@ def test_decoded_figures_show_the_likelihood_mean(name):
     expected = model.likelihood(z).mean
     assert torch.allclose(figures.decode_means(model, z), expected, atol=1e-6)
     assert math.isfinite(float(expected.detach().sum()))
+
+
+@pytest.mark.parametrize("examples", [[1500, 3000], [4000, 8000, 40000, 80000], [100, 10_000, 1_000_000]])
+def test_curves_x_axis_has_readable_labels_for_short_and_long_runs(examples):
+    fig = plots.plot_training_curves([{"examples": n, "train/elbo": -100.0 + i} for i, n in enumerate(examples)])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    shown = [t for t in ax.xaxis.get_majorticklabels() + ax.xaxis.get_minorticklabels()
+             if t.get_text() and lo <= t.get_position()[0] <= hi]
+    assert shown, "no x tick label inside the axis"
+    boxes = sorted((t.get_window_extent().x0, t.get_window_extent().x1) for t in shown)
+    assert all(a1 <= b0 for (_, a1), (b0, _) in zip(boxes, boxes[1:])), "x tick labels overlap"

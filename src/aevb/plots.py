@@ -316,7 +316,9 @@ def plot_training_curves(records: list[dict]):
                 ax.plot(xs, ys, label={"train": "train", "valid": "validation"}[key.split("/")[0]],
                         **styles[key.split("/")[0]])
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a short log axis collide
+        xs = [x for line in ax.get_lines() for x in line.get_xdata()]
+        if xs and max(xs) >= 10 * min(xs):  # a decade or more: label powers of 10 only (minor labels collide)
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training examples seen")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)

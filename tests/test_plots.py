@@ -265,3 +265,23 @@ def test_curves_x_axis_has_readable_labels_for_short_and_long_runs(examples):
     assert shown, "no x tick label inside the axis"
     boxes = sorted((t.get_window_extent().x0, t.get_window_extent().x1) for t in shown)
     assert all(a1 <= b0 for (_, a1), (b0, _) in zip(boxes, boxes[1:])), "x tick labels overlap"
+
+
+def test_bright_images_use_gray_so_that_1_is_white_and_cells_stay_separated(tmp_path):
+    faces = torch.full((12, 6 * 5), 0.8)  # mostly bright, like Frey faces
+    assert figures.choose_cmap(faces) == "gray" and figures.choose_cmap(1 - faces) == "gray_r"
+    fig = plots.plot_samples(faces, (6, 5), ncols=4, cmap="gray")
+    plots.save_figure(fig, tmp_path / "f.png")
+    assert grid_cells(tmp_path / "f.png") == [(3, 4)]
+    (mask, pixels), = grid_blocks(tmp_path / "f.png")
+    assert np.allclose(pixels[~mask], 0.8 * 255, atol=1.5)  # value 0.8 drawn light, not dark
+
+
+def test_colour_images_are_drawn_in_colour(tmp_path):
+    x = torch.zeros(4, 3, 4, 4)
+    x[:, 0] = 1.0  # pure red images
+    fig = plots.plot_samples(x.reshape(4, -1), (3, 4, 4), ncols=2)
+    plots.save_figure(fig, tmp_path / "c.png")
+    assert grid_cells(tmp_path / "c.png") == [(2, 2)]
+    (mask, pixels), = grid_blocks(tmp_path / "c.png")
+    assert np.allclose(pixels[~mask], [255, 0, 0], atol=1)

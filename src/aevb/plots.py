@@ -73,8 +73,10 @@ def _show(ax, grid: torch.Tensor, title: str, cmap: str = "gray_r"):
 
 
 def _grid_for(x: torch.Tensor, shape: tuple, ncols: int, cmap: str) -> torch.Tensor:
-    # pad and fill values are display colours: light grey lines, white empty cells, for either cmap
-    pad, fill = (PAD_VALUE, FILL_VALUE) if cmap == "gray_r" else (1 - PAD_VALUE, 1 - FILL_VALUE)
+    # pad and fill values are display colours: light grey lines, white empty cells, for either
+    # cmap; colour images are shown as they are (1 = white), like "gray"
+    inverted = cmap == "gray_r" and not (len(shape) == 3 and shape[0] == 3)
+    pad, fill = (PAD_VALUE, FILL_VALUE) if inverted else (1 - PAD_VALUE, 1 - FILL_VALUE)
     return image_grid(x, shape, ncols, pad_value=pad, fill_value=fill)
 
 

@@ -17,6 +17,10 @@ COMMANDS = {
     "explain": "aevb.commands.explain",
     "data": "aevb.commands.data",
     "export": "aevb.commands.export",
+    "sample": "aevb.commands.sample",
+    "reconstruct": "aevb.commands.reconstruct",
+    "plot": "aevb.commands.plot",
+    "report": "aevb.commands.report",
 }
 
 

@@ -1,21 +1,172 @@
-"""Figures for a run directory: draw with ``plots`` and save PNGs under ``run_dir/plots``."""
+"""Figures for a trained model: decode what ``plots`` asks for and draw or save the PNGs.
+
+``FIGURES`` maps a figure name (= PNG file stem) to a function ``(FigureContext) -> Figure | None``
+(None when the figure does not apply, e.g. a manifold of tabular data). ``write_basic_plots`` is
+what training calls at the end; ``aevb plot`` and ``aevb report`` use ``draw_figures``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from . import plots
 
-def write_basic_plots(model, splits, info, run_dir: Path, seed: int) -> None:
-    """Reconstructions of the first test images and decoded prior samples, as PNGs in run_dir/plots."""
-    from .plots import plot_reconstructions, plot_samples, save_figure
+BASIC = ("reconstructions", "samples", "manifold", "traversals", "latent", "curves")
+EXTRA = ("sample_draws", "latent_tsne")
+NUM_RECONSTRUCTIONS = 50
+NUM_SAMPLES = 100
+MANIFOLD_STEPS = 20
+TRAVERSAL_STEPS = 10
+MAX_TRAVERSAL_DIMS = 32
+MAX_SCATTER_POINTS = 2000
 
-    plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
+
+def choose_cmap(x: torch.Tensor) -> str:
+    """"gray_r" (value 1 drawn black) for mostly-empty images such as digits, "gray" for photos."""
+    return "gray_r" if float(x.float().mean()) < 0.5 else "gray"
+
+
+@torch.no_grad()
+def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """E_q[z|x] for (N, num_dims) x, batched; returns (N, D) on the CPU."""
     device = next(model.parameters()).device
-    x = splits.test[:50] if len(splits.test) else splits.train[:50]
-    x = x.to(device)
-    save_figure(plot_reconstructions(x.cpu(), model.reconstruct(x).cpu(), info.shape), plots / "reconstructions.png")
-    g = torch.Generator(device=device).manual_seed(seed)
-    save_figure(plot_samples(model.sample(100, generator=g).cpu(), info.shape), plots / "samples.png")
+    out = [model.posterior(x[i:i + batch_size].to(device)).mean.cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, model.latent_dim)
+
+
+@torch.no_grad()
+def decode_means(model, z: torch.Tensor) -> torch.Tensor:
+    """E[x|z] (the likelihood's mean, e.g. the continuous Bernoulli's mean, not lambda) on the CPU."""
+    device = next(model.parameters()).device
+    return model.likelihood_module.mean(model.decoder(z.to(device))).cpu()
+
+
+@dataclass
+class FigureContext:
+    """What the figure functions need: a model in eval mode, its data and metrics records."""
+
+    model: object
+    splits: object
+    info: object
+    records: list = field(default_factory=list)
+    seed: int = 0
+    _mu: torch.Tensor | None = None
+
+    @property
+    def cmap(self) -> str:
+        return choose_cmap(self.splits.train)
+
+    def eval_split(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The test split (or train, when there is no test split) and its labels."""
+        return (self.splits.test, self.splits.test_labels) if len(self.splits.test) else \
+            (self.splits.train, self.splits.train_labels)
+
+    def posterior_means(self) -> torch.Tensor:
+        if self._mu is None:
+            self._mu = posterior_means(self.model, self.eval_split()[0])
+        return self._mu
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator(device=next(self.model.parameters()).device).manual_seed(self.seed)
+
+
+def _reconstructions(ctx: FigureContext):
+    x = ctx.eval_split()[0][:NUM_RECONSTRUCTIONS]
+    device = next(ctx.model.parameters()).device
+    return plots.plot_reconstructions(x, ctx.model.reconstruct(x.to(device)).cpu(), ctx.info.shape, cmap=ctx.cmap)
+
+
+def _samples(ctx: FigureContext):
+    return plots.plot_samples(ctx.model.sample(NUM_SAMPLES, generator=ctx.generator()).cpu(), ctx.info.shape,
+                              cmap=ctx.cmap)
+
+
+def _sample_draws(ctx: FigureContext):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)  # x ~ p(x|z) draws from the global generator
+        x = ctx.model.sample(NUM_SAMPLES, generator=ctx.generator(), mean=False).cpu()
+    return plots.plot_samples(x, ctx.info.shape, title="samples: x ~ p(x|z), z ~ p(z)", cmap=ctx.cmap)
+
+
+def most_active(ctx: FigureContext) -> tuple[list[int], torch.Tensor]:
+    """Latent dimensions ordered by activity (variance of test posterior means), and the activities."""
+    activity = plots.latent_activity(ctx.posterior_means())
+    return torch.argsort(activity, descending=True, stable=True).tolist(), activity
+
+
+def _manifold(ctx: FigureContext):
+    d = ctx.model.latent_dim
+    if d < 2 or not plots.is_image(ctx.info.shape):
+        return None
+    dims = (0, 1) if d == 2 else tuple(sorted(most_active(ctx)[0][:2]))
+    z = plots.manifold_latents(d, MANIFOLD_STEPS, dims)
+    return plots.plot_manifold(decode_means(ctx.model, z), ctx.info.shape, MANIFOLD_STEPS, dims, d, cmap=ctx.cmap)
+
+
+def _traversals(ctx: FigureContext):
+    order, activity = most_active(ctx)
+    order = order[:MAX_TRAVERSAL_DIMS]
+    z = plots.traversal_latents(ctx.model.latent_dim, order, TRAVERSAL_STEPS)
+    return plots.plot_traversals(decode_means(ctx.model, z), ctx.info.shape, order, activity, TRAVERSAL_STEPS,
+                                 cmap=ctx.cmap)
+
+
+def _scatter(ctx: FigureContext, method: str):
+    mu = ctx.posterior_means()
+    labels = ctx.eval_split()[1]
+    if len(mu) > MAX_SCATTER_POINTS:
+        keep = torch.randperm(len(mu), generator=torch.Generator().manual_seed(ctx.seed))[:MAX_SCATTER_POINTS]
+        mu, labels = mu[keep], None if labels is None else labels[keep]
+    points, names = plots.embed_2d(mu, method, ctx.seed)
+    how = "" if mu.shape[1] <= 2 else f" ({'PCA' if method == 'pca' else 't-SNE'} of {mu.shape[1]} dims)"
+    return plots.plot_latent_scatter(points, labels, names, title=f"posterior means E_q[z|x], {len(mu)} examples{how}")
+
+
+def _curves(ctx: FigureContext):
+    return plots.plot_training_curves(ctx.records) if ctx.records else None
+
+
+FIGURES = {
+    "reconstructions": _reconstructions,
+    "samples": _samples,
+    "sample_draws": _sample_draws,
+    "manifold": _manifold,
+    "traversals": _traversals,
+    "latent": lambda ctx: _scatter(ctx, "pca"),
+    "latent_tsne": lambda ctx: _scatter(ctx, "tsne"),
+    "curves": _curves,
+}
+
+
+def draw_figures(ctx: FigureContext, names=BASIC):
+    """Yield (name, Figure) for each applicable figure in ``names``; the caller saves and closes."""
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise ValueError(f"unknown figure(s) {', '.join(unknown)}; allowed: {', '.join(FIGURES)}")
+    ctx.model.eval()
+    for name in names:
+        fig = FIGURES[name](ctx)
+        if fig is not None:
+            yield name, fig
+
+
+def write_plots(ctx: FigureContext, out_dir: Path, names=BASIC, dpi: int = 100) -> list[Path]:
+    """Save each applicable figure as ``out_dir/<name>.png``; returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in draw_figures(ctx, names):
+        plots.save_figure(fig, out_dir / f"{name}.png", dpi=dpi)
+        written.append(out_dir / f"{name}.png")
+    return written
+
+
+def write_basic_plots(model, splits, info, run_dir: Path, seed: int) -> list[Path]:
+    """The BASIC figures as PNGs in run_dir/plots (curves from run_dir/metrics.jsonl)."""
+    from .metrics import read_metrics
+
+    ctx = FigureContext(model, splits, info, read_metrics(Path(run_dir) / "metrics.jsonl"), seed)
+    return write_plots(ctx, Path(run_dir) / "plots", BASIC)

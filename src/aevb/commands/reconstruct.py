@@ -1,0 +1,42 @@
+"""Reconstruct the first N examples of a split: data beside E[x | z = E_q[z|x]] in one PNG.
+
+The reconstruction is the mean of p(x|z) at the posterior mean (for the continuous Bernoulli its
+mean, not its parameter lambda). With dynamic binarization the encoder is given the pixel
+intensities, as the data panel shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .sample import check_png_args
+
+HELP = "reconstruct examples of a split into a PNG (data beside reconstruction)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `aevb train`")
+    parser.add_argument("-n", type=int, default=50, help="number of examples (default: 50)")
+    parser.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default: test)")
+    parser.add_argument("--which", default="last", help="checkpoint: last, best or step-N (default: last)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_run
+    from ..data import build_datasets
+    from ..figures import choose_cmap
+    from ..plots import plot_reconstructions, save_figure
+
+    out = check_png_args(args.n, args.out)
+    cfg, model, info = load_run(args.run_dir, which=args.which)
+    splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
+    x, _ = splits.get(args.split)
+    if len(x) == 0:
+        raise ValueError(f"the {args.split} split of {info.name} is empty; choose another --split")
+    x = x[:args.n]
+    ncols = min(10, len(x))
+    save_figure(plot_reconstructions(x, model.reconstruct(x), info.shape, ncols=ncols, cmap=choose_cmap(splits.train)),
+                out)
+    print(out)
+    return 0

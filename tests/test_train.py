@@ -79,6 +79,7 @@ def test_iwae_schedule_is_3_to_the_i_passes_at_lr_times_10_to_the_minus_i_over_7
 
     cfg = RunConfig()
     cfg.train.schedule = "iwae"
+    cfg.train.epochs = 3280
     assert IWAE_EPOCHS == 3280 == sum(3 ** i for i in range(8))
     epoch = 0
     for i in range(8):
@@ -89,6 +90,10 @@ def test_iwae_schedule_is_3_to_the_i_passes_at_lr_times_10_to_the_minus_i_over_7
     assert math.isclose(learning_rate(cfg.train, 3279, lr_scale=0.1), 1e-4 * 10 ** (-1), rel_tol=1e-12)
     resolve_config(cfg)
     assert cfg.train.epochs == 3280
+    # a 328-epoch run keeps the stage fractions: paper epoch = 10 * epoch
+    cfg.train.epochs = 328
+    for e, stage in ((0, 0), (1, 2), (4, 4), (12, 5), (36, 6), (109, 7), (327, 7)):
+        assert math.isclose(learning_rate(cfg.train, e), 1e-3 * 10 ** (-stage / 7), rel_tol=1e-12), (e, stage)
     cfg.train.schedule = "constant"
     assert learning_rate(cfg.train, 3000) == cfg.train.lr
 

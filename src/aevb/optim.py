@@ -15,8 +15,14 @@ IWAE_STAGES = 8
 IWAE_EPOCHS = sum(3 ** i for i in range(IWAE_STAGES))  # 3280 passes over the training set
 
 
-def iwae_stage(epoch: int) -> int:
-    """Stage i of the IWAE schedule for a 0-based epoch (stages last 1, 3, 9, ..., 2187 epochs)."""
+def iwae_stage(epoch: int, total_epochs: int = IWAE_EPOCHS) -> int:
+    """Stage i of the IWAE schedule for a 0-based epoch.
+
+    With ``total_epochs = 3280`` the stages last 1, 3, 9, ..., 2187 epochs, as in Burda et al.;
+    a shorter (or longer) run keeps the same stage fractions: epoch e is placed at paper epoch
+    floor(e * 3280 / total_epochs).
+    """
+    epoch = (epoch * IWAE_EPOCHS) // max(total_epochs, 1)
     end = 0
     for i in range(IWAE_STAGES):
         end += 3 ** i
@@ -28,13 +34,13 @@ def iwae_stage(epoch: int) -> int:
 def learning_rate(train_cfg, epoch: int, lr_scale: float = 1.0) -> float:
     """The learning rate for a 0-based epoch.
 
-    "constant": ``train.lr``. "iwae": ``train.lr * 10^(-i/7)`` in stage i (with train.lr = 1e-3 this
-    is the paper's schedule). ``lr_scale`` is the NaN guard's factor (0.1 per rollback).
+    "constant": ``train.lr``. "iwae": ``train.lr * 10^(-i/7)`` in stage i of ``iwae_stage`` over
+    ``train.epochs`` epochs (with train.lr = 1e-3 and 3280 epochs this is the paper's schedule). ``lr_scale`` is the NaN guard's factor (0.1 per rollback).
     """
     if train_cfg.schedule == "constant":
         factor = 1.0
     elif train_cfg.schedule == "iwae":
-        factor = 10.0 ** (-iwae_stage(epoch) / 7.0)
+        factor = 10.0 ** (-iwae_stage(epoch, train_cfg.epochs) / 7.0)
     else:
         raise ValueError(f"unknown schedule {train_cfg.schedule!r}; allowed: constant, iwae")
     return train_cfg.lr * factor * lr_scale

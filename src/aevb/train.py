@@ -27,7 +27,7 @@ from .evaluate import evaluate_elbo
 from .figures import write_basic_plots
 from .metrics import MetricsLog, truncate_metrics
 from .model import VAE, build_model
-from .optim import IWAE_EPOCHS, build_optimizer, learning_rate, set_learning_rate
+from .optim import build_optimizer, learning_rate, set_learning_rate
 from .step import BoundModule, draw_batch, optimizer_step
 from .train_state import TrainState, all_finite, capture_state, restore_state, snapshot_state
 
@@ -256,12 +256,8 @@ def fit(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
-    """Validate; with the IWAE schedule the run length is the schedule's: 3280 epochs."""
+    """Validate; the IWAE schedule's stages are scaled to ``train.epochs`` (3280 = the paper's)."""
     validate(cfg)
-    if cfg.train.schedule == "iwae" and cfg.train.epochs != IWAE_EPOCHS:
-        print(f"schedule iwae: training for {IWAE_EPOCHS} epochs (3^i passes for i = 0..7); "
-              f"train.epochs = {cfg.train.epochs} is replaced")
-        cfg.train.epochs = IWAE_EPOCHS
     return cfg
 
 

@@ -79,7 +79,7 @@ def draw_batch(x_train: torch.Tensor, idx: torch.Tensor, rows: slice, binarizati
     Returns:
         x (b, num_dims) and eps (L, b, latent_dim) for the b = len(rows) local examples.
     """
-    x = x_train[idx[rows]]
+    x = torch.index_select(x_train, 0, idx[rows])
     if binarization == "dynamic":  # x_bin ~ Bernoulli(x): 1 where u < x, u ~ U[0, 1)
         u = torch.rand(len(idx), x_train.shape[1], generator=noise, device=x_train.device)
         x = (u[rows] < x).to(x_train.dtype)

@@ -196,7 +196,19 @@ def flush_sums(ts: TrainState, run: Run, local_sums: torch.Tensor) -> None:
 
 
 def fit(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
-    """Train until ``cfg.train.epochs`` epochs are done or early stopping; checkpoint as configured."""
+    """Train until ``cfg.train.epochs`` epochs are done or early stopping; checkpoint as configured.
+
+    On CPU denormal floats are flushed to zero while the loop runs (``train.flush_denormal``).
+    """
+    flush = run.ctx.device.type == "cpu" and run.cfg.train.flush_denormal and torch.set_flush_denormal(True)
+    try:
+        fit_loop(ts, module, run)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+
+
+def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
     cfg, ctx = run.cfg, run.ctx
     t, o = cfg.train, cfg.objective
     x_train = run.splits.train
@@ -320,7 +332,6 @@ def train(cfg: RunConfig, resume: bool = False) -> Path:
     torch.set_num_threads(resolve_threads(cfg.train.threads))
     ctx = distributed.setup(resolve_device(cfg.train.device))
     device = ctx.device
-    flush = device.type == "cpu" and cfg.train.flush_denormal and torch.set_flush_denormal(True)
     try:
         splits, info = build_datasets(cfg.data, cfg.model.likelihood)
         run_dir = Path(cfg.out) if resume else make_run_dir(cfg.out) if ctx.is_main else Path(cfg.out)
@@ -355,5 +366,3 @@ def train(cfg: RunConfig, resume: bool = False) -> Path:
         return run_dir
     finally:
         distributed.teardown(ctx)
-        if flush:
-            torch.set_flush_denormal(False)

@@ -93,7 +93,7 @@ def describe_nonfinite(value: torch.Tensor, recon: torch.Tensor, kl: torch.Tenso
     for name, term in (("reconstruction term E_q[log p(x|z)]", recon), ("KL term", kl), ("bound", value)):
         bad = ~torch.isfinite(term.detach())
         if bad.any():
-            where = examples[bad.cpu()].tolist() if examples.numel() == bad.numel() else []
+            where = examples.cpu()[bad.cpu()].tolist() if examples.numel() == bad.numel() else []
             parts.append(f"{name} is non-finite for {int(bad.sum())} example(s) (training-set indices "
                          f"{where[:8]}{' ...' if len(where) > 8 else ''})")
     return "; ".join(parts[:2]) if parts else "the bound is non-finite on another rank"

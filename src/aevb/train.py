@@ -267,10 +267,10 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
         tqdm.write(ts.stopped)
 
 
-def resolve_config(cfg: RunConfig) -> RunConfig:
-    """Validate; with the IWAE schedule the run length is the schedule's: 3280 epochs."""
+def resolve_config(cfg: RunConfig, resume: bool = False) -> RunConfig:
+    """Validate; with the IWAE schedule a new run's length is the schedule's: 3280 epochs."""
     validate(cfg)
-    if cfg.train.schedule == "iwae" and cfg.train.epochs != IWAE_EPOCHS:
+    if cfg.train.schedule == "iwae" and cfg.train.epochs != IWAE_EPOCHS and not resume:
         print(f"schedule iwae: training for {IWAE_EPOCHS} epochs (3^i passes for i = 0..7); "
               f"train.epochs = {cfg.train.epochs} is replaced")
         cfg.train.epochs = IWAE_EPOCHS
@@ -328,7 +328,7 @@ def train(cfg: RunConfig, resume: bool = False) -> Path:
     Returns:
         The run directory.
     """
-    resolve_config(cfg)
+    resolve_config(cfg, resume)
     torch.set_num_threads(resolve_threads(cfg.train.threads))
     ctx = distributed.setup(resolve_device(cfg.train.device))
     device = ctx.device

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors, save_checkpoint, write_json_atomic
 from .config import RunConfig, validate
-from .data import Splits, build_datasets
+from .data import DataInfo, Splits, build_datasets
 from .evaluate import evaluate_elbo
 from .figures import write_basic_plots
 from .metrics import MetricsLog, truncate_metrics
@@ -107,12 +108,17 @@ class TestHooks:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+@dataclass
 class Run:
     """What the loop needs besides the state: data, config, run directory, ranks and the log."""
 
-    def __init__(self, cfg: RunConfig, splits: Splits, info, run_dir: Path, ctx, log: MetricsLog):
-        self.cfg, self.splits, self.info, self.run_dir, self.ctx, self.log = cfg, splits, info, run_dir, ctx, log
-        self.last_checkpoint = ""
+    cfg: RunConfig
+    splits: Splits
+    info: DataInfo
+    run_dir: Path
+    ctx: distributed.DistContext
+    log: MetricsLog
+    last_checkpoint: str = ""  # folder of the last step checkpoint written (rank 0)
 
 
 def checkpoint(ts: TrainState, run: Run, name: str = "") -> tuple:
@@ -209,6 +215,7 @@ def fit(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
 
 
 def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
+    """The loop of ``fit``: one optimizer step per iteration, from wherever ``ts`` stands."""
     cfg, ctx = run.cfg, run.ctx
     t, o = cfg.train, cfg.objective
     x_train = run.splits.train
@@ -227,13 +234,13 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
             bar = tqdm(total=steps_per_epoch, initial=ts.batch, desc=f"epoch {ts.epoch + 1}/{t.epochs}",
                        disable=t.quiet or not ctx.is_main, leave=False, mininterval=0.5, unit="step")
             start, start_step = time.perf_counter(), ts.step
-        idx = perm[ts.batch * batch_size:(ts.batch + 1) * batch_size]
-        x, eps = draw_batch(x_train, idx, ctx.local_rows(len(idx)), run.info.binarization, o.num_samples,
-                            ts.model.latent_dim, ts.noise)
+        idx = perm[ts.batch * batch_size:(ts.batch + 1) * batch_size]  # the global batch
+        rows = ctx.local_rows(len(idx))  # this rank's share of it
+        x, eps = draw_batch(x_train, idx, rows, run.info.binarization, o.num_samples, ts.model.latent_dim, ts.noise)
         hooks.poison(ts.step + 1, eps)
         beta = o.beta if o.warmup_steps == 0 else o.beta * min(1.0, (ts.step + 1) / o.warmup_steps)
         sums, why = optimizer_step(module, ts.model, ts.optimizer, params, x, eps, beta,
-                                   idx[ctx.local_rows(len(idx))], len(idx), ctx.world_size, t, n, any_rank)
+                                   idx[rows], len(idx), ctx.world_size, t, n, any_rank)
         if sums is None:
             roll_back(ts, run, snapshot, why)
             local_sums.zero_()
@@ -261,10 +268,31 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
             flush_sums(ts, run, local_sums)
             snapshot = checkpoint(ts, run)
         hooks.after_step(ts.step)
+    flush_sums(ts, run, local_sums)  # an early stop mid-epoch keeps its partial sums in the final state
     if bar is not None:
         bar.close()
     if ts.stopped and ctx.is_main:
         tqdm.write(ts.stopped)
+
+
+def fit_wrapped(ts: TrainState, run: Run) -> None:
+    """``fit`` through the bound module, in DDP under torchrun and compiled if asked.
+
+    The wrappers are dropped before returning (or raising): a DDP module still alive when the
+    process group is destroyed can abort the process at exit.
+    """
+    module = BoundModule(ts.model, run.cfg.objective)
+    try:
+        if run.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            device = run.ctx.device
+            module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+        if run.cfg.train.compile:
+            module = torch.compile(module)
+        fit(ts, module, run)
+    finally:
+        del module
 
 
 def resolve_config(cfg: RunConfig, resume: bool = False) -> RunConfig:
@@ -352,15 +380,7 @@ def train(cfg: RunConfig, resume: bool = False) -> Path:
             write_json_atomic(run_dir / "data.json", info.to_dict())
         if not resume or ctx.rank > 0:  # torch's global stream (only non-Gaussian posteriors use it), per rank
             torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + ts.step)
-        module = BoundModule(ts.model, cfg.objective)
-        if ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
-        if cfg.train.compile:
-            module = torch.compile(module)
-        fit(ts, module, run)
-        del module
+        fit_wrapped(ts, run)
         finish(ts, run)
         log.close()
         return run_dir

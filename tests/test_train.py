@@ -196,3 +196,18 @@ def test_metrics_go_to_tensorboard_when_a_writer_is_available(tmp_path, monkeypa
     scalars = {key: (value, step) for key, value, step in calls[:-1]}
     assert scalars["train/elbo"] == (record["train/elbo"], 30) and scalars["valid/elbo"][0] == record["valid/elbo"]
     assert "step" not in scalars and calls[-1] == "closed"
+
+
+def test_throughput_benchmark_runs_all_methods_and_prints_the_ratios(capsys):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--threads", "1", "--repeats", "1", "--examples", "300", "--gemm-repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4.10 MFLOP per image per step" in out  # 784-500-20: 2 * (3 * 814,000 - 392,000) / 1e6
+    for name in ("aevb / examples", "aevb / plain", "aevb / loader", "aevb / GEMM limit"):
+        assert name in out, name

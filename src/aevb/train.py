@@ -30,7 +30,7 @@ from .metrics import MetricsLog, truncate_metrics
 from .model import VAE, build_model
 from .optim import IWAE_EPOCHS, build_optimizer, learning_rate, set_learning_rate
 from .step import BoundModule, draw_batch, optimizer_step
-from .train_state import TrainState, all_finite, capture_state, restore_state, snapshot_state
+from .train_state import TrainState, all_finite, restore_state, snapshot_state
 
 
 class NonFiniteError(RuntimeError):

@@ -147,3 +147,72 @@ def test_gradient_clipping_bounds_the_update_and_adagrad_trains(tmp_path):
     run_dir = train(tiny_config(tmp_path, train={"epochs": 2, "optimizer": "adagrad", "lr": 0.05, "grad_clip": 50.0}))
     valid = [r["valid/elbo"] for r in read_metrics(run_dir)]
     assert valid[1] > valid[0]
+
+
+def test_a_non_finite_gradient_with_a_finite_bound_skips_the_step_and_names_the_parameter():
+    from aevb.config import ModelConfig, ObjectiveConfig, TrainConfig
+    from aevb.data import DataInfo
+    from aevb.model import build_model
+    from aevb.step import BoundModule, optimizer_step
+
+    torch.manual_seed(0)
+    info = DataInfo(name="t", shape=(6,), num_dims=6, support="binary", binarization="none")
+    model = build_model(ModelConfig(latent_dim=2, hidden=[8]), info)
+    params = list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=0.1)
+    model.decoder.net[0].weight.register_hook(lambda g: g * float("inf"))
+    before = [p.detach().clone() for p in params]
+    x, eps = torch.ones(4, 6), torch.zeros(1, 4, 2)
+    sums, why = optimizer_step(BoundModule(model, ObjectiveConfig()), model, optimizer, params, x, eps, 1.0,
+                               torch.arange(4), 4, 1, TrainConfig(), 100, lambda flag: flag)
+    assert sums is None
+    assert why == "the bound is finite but the gradient of decoder.net.0.weight is not"
+    assert all(torch.equal(p, b) for p, b in zip(params, before))  # no step was taken
+
+
+def test_thread_policy_defaults_to_one_thread_unless_asked(monkeypatch):
+    from aevb.train import resolve_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert resolve_threads(0) == 1
+    assert resolve_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert resolve_threads(0) == 2
+
+
+def test_metrics_go_to_tensorboard_when_a_writer_is_available(tmp_path, monkeypatch):
+    import aevb.metrics as metrics
+
+    calls = []
+
+    class FakeWriter:
+        def add_scalar(self, key, value, global_step):
+            calls.append((key, value, global_step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append("closed")
+
+    monkeypatch.setattr(metrics, "_tensorboard_writer", lambda folder: FakeWriter())
+    run_dir = train(tiny_config(tmp_path, train={"epochs": 1}))
+    (record,) = read_metrics(run_dir)
+    scalars = {key: (value, step) for key, value, step in calls[:-1]}
+    assert scalars["train/elbo"] == (record["train/elbo"], 30) and scalars["valid/elbo"][0] == record["valid/elbo"]
+    assert "step" not in scalars and calls[-1] == "closed"
+
+
+def test_throughput_benchmark_runs_all_methods_and_prints_the_ratios(capsys):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--threads", "1", "--repeats", "1", "--examples", "300", "--gemm-repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4.10 MFLOP per image per step" in out  # 784-500-20: 2 * (3 * 814,000 - 392,000) / 1e6
+    for name in ("aevb / examples", "aevb / plain", "aevb / loader", "aevb / GEMM limit"):
+        assert name in out, name

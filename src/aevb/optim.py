@@ -46,7 +46,7 @@ def learning_rate(train_cfg, epoch: int, lr_scale: float = 1.0) -> float:
     return train_cfg.lr * factor * lr_scale
 
 
-def build_optimizer(params, train_cfg, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(params, train_cfg, device: torch.device | None = None) -> torch.optim.Optimizer:
     """Adam or Adagrad from a ``TrainConfig``.
 
     Adam uses torch's fused kernel where it exists (CPU and CUDA in torch >= 2.4): one pass over
@@ -54,6 +54,7 @@ def build_optimizer(params, train_cfg, device: torch.device) -> torch.optim.Opti
     multi-tensor (foreach) implementation.
     """
     params = list(params)
+    device = device if device is not None else (params[0].device if params else torch.device("cpu"))
     if train_cfg.optimizer == "adam":
         if device.type in ("cpu", "cuda"):
             try:

@@ -79,7 +79,7 @@ def draw_batch(x_train: torch.Tensor, idx: torch.Tensor, rows: slice, binarizati
     Returns:
         x (b, num_dims) and eps (L, b, latent_dim) for the b = len(rows) local examples.
     """
-    x = x_train[idx[rows]]
+    x = torch.index_select(x_train, 0, idx[rows])
     if binarization == "dynamic":  # x_bin ~ Bernoulli(x): 1 where u < x, u ~ U[0, 1)
         u = torch.rand(len(idx), x_train.shape[1], generator=noise, device=x_train.device)
         x = (u[rows] < x).to(x_train.dtype)
@@ -93,7 +93,7 @@ def describe_nonfinite(value: torch.Tensor, recon: torch.Tensor, kl: torch.Tenso
     for name, term in (("reconstruction term E_q[log p(x|z)]", recon), ("KL term", kl), ("bound", value)):
         bad = ~torch.isfinite(term.detach())
         if bad.any():
-            where = examples[bad.cpu()].tolist() if examples.numel() == bad.numel() else []
+            where = examples.cpu()[bad.cpu()].tolist() if examples.numel() == bad.numel() else []
             parts.append(f"{name} is non-finite for {int(bad.sum())} example(s) (training-set indices "
                          f"{where[:8]}{' ...' if len(where) > 8 else ''})")
     return "; ".join(parts[:2]) if parts else "the bound is non-finite on another rank"

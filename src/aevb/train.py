@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -22,14 +23,14 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors, save_checkpoint, write_json_atomic
 from .config import RunConfig, validate
-from .data import Splits, build_datasets
+from .data import DataInfo, Splits, build_datasets
 from .evaluate import evaluate_elbo
 from .figures import write_basic_plots
 from .metrics import MetricsLog, truncate_metrics
 from .model import VAE, build_model
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .step import BoundModule, draw_batch, optimizer_step
-from .train_state import TrainState, all_finite, capture_state, restore_state, snapshot_state
+from .train_state import TrainState, all_finite, restore_state, snapshot_state
 
 
 class NonFiniteError(RuntimeError):
@@ -107,12 +108,17 @@ class TestHooks:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+@dataclass
 class Run:
     """What the loop needs besides the state: data, config, run directory, ranks and the log."""
 
-    def __init__(self, cfg: RunConfig, splits: Splits, info, run_dir: Path, ctx, log: MetricsLog):
-        self.cfg, self.splits, self.info, self.run_dir, self.ctx, self.log = cfg, splits, info, run_dir, ctx, log
-        self.last_checkpoint = ""
+    cfg: RunConfig
+    splits: Splits
+    info: DataInfo
+    run_dir: Path
+    ctx: distributed.DistContext
+    log: MetricsLog
+    last_checkpoint: str = ""  # folder of the last step checkpoint written (rank 0)
 
 
 def checkpoint(ts: TrainState, run: Run, name: str = "") -> tuple:
@@ -196,7 +202,20 @@ def flush_sums(ts: TrainState, run: Run, local_sums: torch.Tensor) -> None:
 
 
 def fit(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
-    """Train until ``cfg.train.epochs`` epochs are done or early stopping; checkpoint as configured."""
+    """Train until ``cfg.train.epochs`` epochs are done or early stopping; checkpoint as configured.
+
+    On CPU denormal floats are flushed to zero while the loop runs (``train.flush_denormal``).
+    """
+    flush = run.ctx.device.type == "cpu" and run.cfg.train.flush_denormal and torch.set_flush_denormal(True)
+    try:
+        fit_loop(ts, module, run)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+
+
+def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
+    """The loop of ``fit``: one optimizer step per iteration, from wherever ``ts`` stands."""
     cfg, ctx = run.cfg, run.ctx
     t, o = cfg.train, cfg.objective
     x_train = run.splits.train
@@ -215,13 +234,13 @@ def fit(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
             bar = tqdm(total=steps_per_epoch, initial=ts.batch, desc=f"epoch {ts.epoch + 1}/{t.epochs}",
                        disable=t.quiet or not ctx.is_main, leave=False, mininterval=0.5, unit="step")
             start, start_step = time.perf_counter(), ts.step
-        idx = perm[ts.batch * batch_size:(ts.batch + 1) * batch_size]
-        x, eps = draw_batch(x_train, idx, ctx.local_rows(len(idx)), run.info.binarization, o.num_samples,
-                            ts.model.latent_dim, ts.noise)
+        idx = perm[ts.batch * batch_size:(ts.batch + 1) * batch_size]  # the global batch
+        rows = ctx.local_rows(len(idx))  # this rank's share of it
+        x, eps = draw_batch(x_train, idx, rows, run.info.binarization, o.num_samples, ts.model.latent_dim, ts.noise)
         hooks.poison(ts.step + 1, eps)
         beta = o.beta if o.warmup_steps == 0 else o.beta * min(1.0, (ts.step + 1) / o.warmup_steps)
         sums, why = optimizer_step(module, ts.model, ts.optimizer, params, x, eps, beta,
-                                   idx[ctx.local_rows(len(idx))], len(idx), ctx.world_size, t, n, any_rank)
+                                   idx[rows], len(idx), ctx.world_size, t, n, any_rank)
         if sums is None:
             roll_back(ts, run, snapshot, why)
             local_sums.zero_()
@@ -249,13 +268,34 @@ def fit(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
             flush_sums(ts, run, local_sums)
             snapshot = checkpoint(ts, run)
         hooks.after_step(ts.step)
+    flush_sums(ts, run, local_sums)  # an early stop mid-epoch keeps its partial sums in the final state
     if bar is not None:
         bar.close()
     if ts.stopped and ctx.is_main:
         tqdm.write(ts.stopped)
 
 
-def resolve_config(cfg: RunConfig) -> RunConfig:
+def fit_wrapped(ts: TrainState, run: Run) -> None:
+    """``fit`` through the bound module, in DDP under torchrun and compiled if asked.
+
+    The wrappers are dropped before returning (or raising): a DDP module still alive when the
+    process group is destroyed can abort the process at exit.
+    """
+    module = BoundModule(ts.model, run.cfg.objective)
+    try:
+        if run.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            device = run.ctx.device
+            module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+        if run.cfg.train.compile:
+            module = torch.compile(module)
+        fit(ts, module, run)
+    finally:
+        del module
+
+
+def resolve_config(cfg: RunConfig, resume: bool = False) -> RunConfig:
     """Validate; the IWAE schedule's stages are scaled to ``train.epochs`` (3280 = the paper's)."""
     validate(cfg)
     return cfg
@@ -312,11 +352,10 @@ def train(cfg: RunConfig, resume: bool = False) -> Path:
     Returns:
         The run directory.
     """
-    resolve_config(cfg)
+    resolve_config(cfg, resume)
     torch.set_num_threads(resolve_threads(cfg.train.threads))
     ctx = distributed.setup(resolve_device(cfg.train.device))
     device = ctx.device
-    flush = device.type == "cpu" and cfg.train.flush_denormal and torch.set_flush_denormal(True)
     try:
         splits, info = build_datasets(cfg.data, cfg.model.likelihood)
         run_dir = Path(cfg.out) if resume else make_run_dir(cfg.out) if ctx.is_main else Path(cfg.out)
@@ -337,19 +376,9 @@ def train(cfg: RunConfig, resume: bool = False) -> Path:
             write_json_atomic(run_dir / "data.json", info.to_dict())
         if not resume or ctx.rank > 0:  # torch's global stream (only non-Gaussian posteriors use it), per rank
             torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + ts.step)
-        module = BoundModule(ts.model, cfg.objective)
-        if ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
-        if cfg.train.compile:
-            module = torch.compile(module)
-        fit(ts, module, run)
-        del module
+        fit_wrapped(ts, run)
         finish(ts, run)
         log.close()
         return run_dir
     finally:
         distributed.teardown(ctx)
-        if flush:
-            torch.set_flush_denormal(False)

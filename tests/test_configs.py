@@ -120,4 +120,4 @@ def test_preset_data_sets_are_registered(name):
     data = load(name).data.name
     if data not in DATASETS:
         pytest.skip(f"data set {data!r} is not registered yet (issue 4)")
-    assert callable(DATASETS[data])
+    assert callable(DATASETS[data].load)

@@ -92,7 +92,7 @@ def test_iwae_schedule_is_3_to_the_i_passes_at_lr_times_10_to_the_minus_i_over_7
     assert cfg.train.epochs == 3280
     # a 328-epoch run keeps the stage fractions: paper epoch = 10 * epoch
     cfg.train.epochs = 328
-    for e, stage in ((0, 0), (1, 2), (4, 4), (12, 5), (36, 6), (109, 7), (327, 7)):
+    for e, stage in ((0, 0), (1, 2), (4, 4), (12, 4), (13, 5), (36, 5), (37, 6), (109, 6), (110, 7), (327, 7)):
         assert math.isclose(learning_rate(cfg.train, e), 1e-3 * 10 ** (-stage / 7), rel_tol=1e-12), (e, stage)
     cfg.train.schedule = "constant"
     assert learning_rate(cfg.train, 3000) == cfg.train.lr

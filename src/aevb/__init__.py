@@ -5,11 +5,8 @@ Public API (explicit re-exports):
 - ``AEVB``: scikit-learn-like estimator (``fit``, ``transform``, ``score_samples``, ``sample``).
 - Building blocks: ``VAE``, ``build_model``, ``LIKELIHOODS``, ``PRIORS``, ``OBJECTIVES``,
   ``elbo``, ``iwae`` (per-example bounds in nats).
-- Runs: ``RunConfig``, ``train(cfg) -> run_dir``, ``load_run(run_dir) -> (cfg, model, info)``,
-  ``export_model``.
-
-Note: ``aevb.train`` is the function ``train``; import the module's other names with
-``from aevb.train import fit``.
+- Runs: ``RunConfig``, ``load_run(run_dir) -> (cfg, model, info)``, ``export_model``; training is
+  ``from aevb.train import train`` (``train(cfg) -> run_dir``; ``aevb.train`` stays the module).
 """
 
 __version__ = "0.1.0"
@@ -22,7 +19,6 @@ from .priors import PRIORS  # noqa: E402
 from .checkpoint import load_run  # noqa: E402
 from .export import export_model  # noqa: E402
 from .api import AEVB  # noqa: E402
-from .train import train  # noqa: E402
 
 __all__ = ["__version__", "AEVB", "RunConfig", "LIKELIHOODS", "VAE", "build_model", "OBJECTIVES", "elbo", "iwae",
-           "PRIORS", "load_run", "export_model", "train"]
+           "PRIORS", "load_run", "export_model"]

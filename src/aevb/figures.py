@@ -38,10 +38,19 @@ def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Ten
 
 
 @torch.no_grad()
+def to_display(model, x: torch.Tensor) -> torch.Tensor:
+    """Values on the [0, 1] scale figures draw: integer levels 0..L-1 (categorical) are divided by L-1."""
+    levels = getattr(model.likelihood_module, "num_levels", None)
+    if getattr(model.likelihood_module, "wants_integer_levels", False) and levels:
+        return x / (levels - 1)
+    return x
+
+
 def decode_means(model, z: torch.Tensor) -> torch.Tensor:
-    """E[x|z] (the likelihood's mean, e.g. the continuous Bernoulli's mean, not lambda) on the CPU."""
+    """E[x|z] (the likelihood's mean, e.g. the continuous Bernoulli's mean, not lambda) on the CPU,
+    on the [0, 1] display scale (``to_display``)."""
     device = next(model.parameters()).device
-    return model.likelihood_module.mean(model.decoder(z.to(device))).cpu()
+    return to_display(model, model.likelihood_module.mean(model.decoder(z.to(device))).cpu())
 
 
 @dataclass
@@ -76,19 +85,21 @@ class FigureContext:
 def _reconstructions(ctx: FigureContext):
     x = ctx.eval_split()[0][:NUM_RECONSTRUCTIONS]
     device = next(ctx.model.parameters()).device
-    return plots.plot_reconstructions(x, ctx.model.reconstruct(x.to(device)).cpu(), ctx.info.shape, cmap=ctx.cmap)
+    x_rec = ctx.model.reconstruct(x.to(device)).cpu()
+    return plots.plot_reconstructions(to_display(ctx.model, x), to_display(ctx.model, x_rec), ctx.info.shape,
+                                      cmap=ctx.cmap)
 
 
 def _samples(ctx: FigureContext):
-    return plots.plot_samples(ctx.model.sample(NUM_SAMPLES, generator=ctx.generator()).cpu(), ctx.info.shape,
-                              cmap=ctx.cmap)
+    x = ctx.model.sample(NUM_SAMPLES, generator=ctx.generator()).cpu()
+    return plots.plot_samples(to_display(ctx.model, x), ctx.info.shape, cmap=ctx.cmap)
 
 
 def _sample_draws(ctx: FigureContext):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)  # x ~ p(x|z) draws from the global generator
         x = ctx.model.sample(NUM_SAMPLES, generator=ctx.generator(), mean=False).cpu()
-    return plots.plot_samples(x, ctx.info.shape, title="samples: x ~ p(x|z), z ~ p(z)", cmap=ctx.cmap)
+    return plots.plot_samples(to_display(ctx.model, x), ctx.info.shape, title="samples: x ~ p(x|z), z ~ p(z)", cmap=ctx.cmap)
 
 
 def most_active(ctx: FigureContext) -> tuple[list[int], torch.Tensor]:

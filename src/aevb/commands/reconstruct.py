@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_run
     from ..data import build_datasets
-    from ..figures import choose_cmap
+    from ..figures import choose_cmap, to_display
     from ..plots import plot_reconstructions, save_figure
 
     out = check_png_args(args.n, args.out)
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the {args.split} split of {info.name} is empty; choose another --split")
     x = x[:args.n]
     ncols = min(10, len(x))
-    save_figure(plot_reconstructions(x, model.reconstruct(x), info.shape, ncols=ncols, cmap=choose_cmap(splits.train)),
+    save_figure(plot_reconstructions(to_display(model, x), to_display(model, model.reconstruct(x)), info.shape, ncols=ncols, cmap=choose_cmap(splits.train)),
                 out)
     print(out)
     return 0

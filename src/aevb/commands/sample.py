@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint import load_run
-    from ..figures import choose_cmap
+    from ..figures import choose_cmap, to_display
     from ..data import build_datasets
     from ..plots import plot_samples, save_figure
 
@@ -50,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
     x = model.sample(args.n, generator=g, mean=not args.draws)
     title = "samples: x ~ p(x|z), z ~ p(z)" if args.draws else "samples: mean of p(x|z), z ~ p(z)"
     ncols = min(10, math.ceil(math.sqrt(args.n))) if args.n < 100 else 10
-    save_figure(plot_samples(x, info.shape, ncols=ncols, title=title, cmap=choose_cmap(splits.train)), out)
+    save_figure(plot_samples(to_display(model, x), info.shape, ncols=ncols, title=title, cmap=choose_cmap(splits.train)), out)
     print(out)
     return 0

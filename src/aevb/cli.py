@@ -14,6 +14,9 @@ import sys
 # command name -> module; adding a command = one module + one line here (tests check the table).
 COMMANDS = {
     "train": "aevb.commands.train",
+    "evaluate": "aevb.commands.evaluate",
+    "score": "aevb.commands.score",
+    "encode": "aevb.commands.encode",
 }
 
 

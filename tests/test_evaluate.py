@@ -256,3 +256,17 @@ def test_evaluate_command_explains_missing_run_corrupt_checkpoint_and_bad_split(
     assert r.returncode == 2 and "weights.safetensors" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("evaluate", trained[0], "--split", "dev")
     assert r.returncode == 2 and "dev" in r.stderr and "test" in r.stderr
+
+
+def test_sigmoid_rewrite_of_a_tanh_decoder_gives_the_same_outputs():
+    from aevb.decoders import mlp_decoder
+    from aevb.evaluate import SigmoidMLP
+
+    torch.manual_seed(0)
+    decoder = mlp_decoder((8, 8), 64, 1, 5, [40, 30], "tanh")
+    z = torch.randn(3, 7, 5)
+    fast = SigmoidMLP.from_decoder(decoder)
+    assert fast is not None
+    with torch.no_grad():
+        assert torch.allclose(fast(z), decoder(z), atol=1e-5, rtol=0)
+    assert SigmoidMLP.from_decoder(mlp_decoder((8, 8), 64, 1, 5, [40], "relu")) is None

@@ -270,3 +270,12 @@ def test_sigmoid_rewrite_of_a_tanh_decoder_gives_the_same_outputs():
     with torch.no_grad():
         assert torch.allclose(fast(z), decoder(z), atol=1e-5, rtol=0)
     assert SigmoidMLP.from_decoder(mlp_decoder((8, 8), 64, 1, 5, [40], "relu")) is None
+
+
+def test_parallel_workers_give_the_numbers_of_one_worker(trained):
+    _, model, info, splits = trained
+    one = evaluate(model, splits.test, info, k=100, workers=1, progress=False)
+    two = evaluate(model, splits.test, info, k=100, workers=2, progress=False)
+    assert torch.get_num_threads() == 1  # restored
+    for key in ("log_px", "elbo", "recon", "kl", "active_units"):
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key

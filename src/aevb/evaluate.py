@@ -25,6 +25,8 @@ Randomness (documented so that it can be reproduced independently; tests do):
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,7 @@ from tqdm import tqdm
 from .likelihoods import BernoulliLikelihood
 
 LOG_2PI = math.log(2 * math.pi)
-MAX_ROWS = 8192  # decoded samples per block: larger blocks do not make GEMMs faster, only use memory
+MAX_ROWS = 2048  # decoded samples per block: bigger blocks fall out of cache without making GEMMs faster
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016), section 5.2
 
 
@@ -132,8 +134,16 @@ def log_likelihood(model, decode, z: torch.Tensor, x: torch.Tensor) -> torch.Ten
     return model.likelihood_module(params).log_prob(x[:, None, :])
 
 
-def chunk_stats(model, decode, x: torch.Tensor, generator: torch.Generator, k: int, block: int) -> dict:
-    """Per-example IWAE bound, ELBO terms and posterior mean for one chunk x (B, num_dims).
+def draw_noise(generator: torch.Generator, num_examples: int, k: int, latent_dim: int, like: torch.Tensor):
+    """(B, K, D) standard-normal noise: ``torch.randn(K, D)`` per example, in order, from one generator."""
+    return torch.stack([torch.randn(k, latent_dim, generator=generator, device=like.device, dtype=like.dtype)
+                        for _ in range(num_examples)])
+
+
+@torch.no_grad()
+def chunk_stats(model, decode, x: torch.Tensor, eps: torch.Tensor, block: int) -> dict:
+    """Per-example IWAE bound, ELBO terms and posterior mean for one chunk x (B, num_dims),
+    with z_k = mu + sigma * eps_k for the noise eps (B, K, D), decoded ``block`` samples at a time.
 
     Returns:
         {"log_px", "recon", "kl", "elbo"}, each (B,) float64 in nats, and "mu" (B, D).
@@ -142,8 +152,7 @@ def chunk_stats(model, decode, x: torch.Tensor, generator: torch.Generator, k: i
     p_z = model.prior()
     mu, sigma = posterior_loc_scale(q_z)  # (B, D)
     num_examples, latent_dim = mu.shape
-    eps = torch.stack([torch.randn(k, latent_dim, generator=generator, device=mu.device, dtype=mu.dtype)
-                       for _ in range(num_examples)])  # (B, K, D)
+    k = eps.shape[1]
     mu, sigma = mu[:, None, :], sigma[:, None, :]
     log_q_norm = -sigma.log().sum(-1) - 0.5 * latent_dim * LOG_2PI  # (B, 1)
     run_max = torch.full((num_examples,), -math.inf, dtype=torch.float64, device=mu.device)
@@ -171,6 +180,37 @@ def chunk_stats(model, decode, x: torch.Tensor, generator: torch.Generator, k: i
             "mu": mu[:, 0]}
 
 
+def resolve_workers(workers: int | None, device: torch.device) -> int:
+    """Worker threads: None -> torch's thread count on the CPU, 1 on accelerators."""
+    if workers is None:
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return workers
+
+
+def run_jobs(fn, jobs, workers: int):
+    """Yield fn(job) for each job, in order. With workers > 1 the jobs run in that many threads,
+    each single-threaded inside torch (torch's thread count is 1 meanwhile, then restored): whole
+    chunks in parallel do not stall at OpenMP barriers when another process holds a core."""
+    if workers == 1:
+        yield from map(fn, jobs)
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            pending: deque = deque()
+            for job in jobs:
+                pending.append(pool.submit(fn, job))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _num_params(model, x: torch.Tensor) -> int:
     lik = model.likelihood_module
     return getattr(lik, "params_per_dim", 1) * getattr(lik, "num_dims", x.shape[-1])
@@ -178,7 +218,8 @@ def _num_params(model, x: torch.Tensor) -> int:
 
 @torch.no_grad()
 def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234, memory_mb: int = 512,
-                      binarization: str = "none", progress: bool = True, max_examples: int | None = None) -> dict:
+                      binarization: str = "none", progress: bool = True, max_examples: int | None = None,
+                      workers: int | None = None) -> dict:
     """Per-example L_K, ELBO, its terms and posterior means over x (N, num_dims), in input order.
 
     Args:
@@ -190,6 +231,8 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
         binarization: "dynamic" binarizes x once with the seed; "static"/"none" use x as is.
         progress: show a tqdm bar over chunks.
         max_examples: cap on examples per chunk (None: from memory_mb).
+        workers: chunks evaluated in parallel threads (None: torch's thread count on the CPU, 1
+            elsewhere); the numbers do not depend on it. memory_mb is shared among them.
 
     Returns:
         {"log_px", "elbo", "recon", "kl"}: (N,) float64 tensors on the CPU, in nats;
@@ -201,18 +244,21 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
         raise ValueError(f"expected data of shape (N, num_dims) with N >= 1, got {tuple(x.shape)}")
     device = next(model.parameters()).device
     x = prepare_data(x, binarization, seed)
-    examples, block = choose_chunks(_num_params(model, x), model.latent_dim, k, memory_mb)
+    workers = resolve_workers(workers, device)
+    examples, block = choose_chunks(_num_params(model, x), model.latent_dim, k, max(1, memory_mb // workers))
     if max_examples:
         examples = max(1, min(examples, max_examples))
     generator = torch.Generator(device=device).manual_seed(seed + 1)
     decode = SigmoidMLP.from_decoder(model.decoder) or model.decoder
+    like = next(model.parameters())
+    jobs = ((x[i:i + examples].to(device), draw_noise(generator, len(x[i:i + examples]), k, model.latent_dim, like))
+            for i in range(0, len(x), examples))
     parts: dict[str, list] = {"log_px": [], "elbo": [], "recon": [], "kl": [], "mu": []}
     with tqdm(total=len(x), desc=f"L_{k}", unit="ex", disable=not progress, leave=False, mininterval=0.5) as bar:
-        for i in range(0, len(x), examples):
-            stats = chunk_stats(model, decode, x[i:i + examples].to(device), generator, k, block)
+        for stats in run_jobs(lambda job: chunk_stats(model, decode, job[0], job[1], block), jobs, workers):
             for key in parts:
                 parts[key].append(stats[key].cpu())
-            bar.update(min(examples, len(x) - i))
+            bar.update(len(stats["log_px"]))
     out = {key: torch.cat(v) for key, v in parts.items()}
     out["mu"] = out["mu"].float()
     return out
@@ -250,7 +296,8 @@ def bits_per_dim(log_px: float, info, likelihood) -> float | None:
 
 
 def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, memory_mb: int = 512,
-             labels: torch.Tensor | None = None, progress: bool = True, split: str = "test") -> dict:
+             labels: torch.Tensor | None = None, progress: bool = True, split: str = "test",
+             workers: int | None = None) -> dict:
     """The whole evaluation of x (N, num_dims): ELBO, log p(x) by L_K, bits/dim, active units.
 
     Args:
@@ -263,6 +310,7 @@ def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, m
         labels: optional (N,) labels; adds "by_label": {label: {"n", "log_px", "elbo"}}.
         progress: show a progress bar.
         split: the split's name, recorded in the result.
+        workers: parallel threads over chunks (None: torch's thread count on the CPU); no effect on the numbers.
 
     Returns:
         {"n", "elbo", "elbo_se", "recon", "kl", "log_px", "log_px_se", "k", "bits_per_dim",
@@ -270,7 +318,7 @@ def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, m
         nats per example (``*_se`` = standard errors), bits_per_dim None for continuous data.
     """
     stats = importance_sample(model, x, k=k, seed=seed, memory_mb=memory_mb, binarization=info.binarization,
-                              progress=progress)
+                              progress=progress, workers=workers)
     elbo, elbo_se = mean_and_se(stats["elbo"])
     log_px, log_px_se = mean_and_se(stats["log_px"])
     result = {"n": len(x), "elbo": elbo, "elbo_se": elbo_se, "recon": float(stats["recon"].mean()),
@@ -288,13 +336,14 @@ def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, m
 
 
 def score_examples(model, x: torch.Tensor, *, binarization: str = "none", k: int = 5000, seed: int = 1234,
-                   memory_mb: int = 512, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                   memory_mb: int = 512, progress: bool = True,
+                   workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example (log p(x) estimate L_K, ELBO), each (N,) float64 in nats, in the order of x.
 
     Lower scores mean more unusual examples (anomaly detection).
     """
     stats = importance_sample(model, x, k=k, seed=seed, memory_mb=memory_mb, binarization=binarization,
-                              progress=progress)
+                              progress=progress, workers=workers)
     return stats["log_px"], stats["elbo"]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 
 from .evaluate import SPLITS, load, load_data
 
@@ -31,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import encode
 
     cfg, model, _ = load(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     x, labels, info = load_data(cfg, model, args.data, args.split, args.data_dir)
     mu, log_var = encode(model, x)
     arrays = {"mu": mu.numpy(), "log_var": log_var.numpy()}

@@ -30,7 +30,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-mb", type=int, default=e.memory_mb,
                         help=f"memory budget of one block of work (default: {e.memory_mb})")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="device (default: cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads, each evaluating whole chunks (default 0: torch's thread count)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -47,8 +48,8 @@ def load(args: argparse.Namespace):
 
     if getattr(args, "k", 1) < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
     return load_run(args.run_dir, which=args.which, device=resolve_device(args.device))
 
 
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, model, info = load(args)
     x, labels, _ = load_data(cfg, model, None, args.split)
     result = evaluate(model, x, info, k=args.k, seed=args.seed, memory_mb=args.memory_mb,
-                      progress=not (args.quiet or args.json), split=args.split)
+                      progress=not (args.quiet or args.json), split=args.split, workers=args.threads or None)
     result["checkpoint"] = args.which
     run_dir = Path(args.run_dir)
     write_json_atomic(run_dir / f"eval-{args.split}-k{args.k}.json", result)

@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=5000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory-mb", type=int, default=512)
+    p.add_argument("--omp", action="store_true", help="use torch's OpenMP threads instead of chunk workers")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     x, source = load_test_images(args.images)
@@ -35,10 +36,11 @@ def main() -> None:
         return
     model = make_model([200, 200], 50, x)
     start = time.perf_counter()
-    log_px = importance_sample(model, x, k=args.k, memory_mb=args.memory_mb, progress=True)["log_px"]
+    workers = 1 if args.omp else args.threads
+    log_px = importance_sample(model, x, k=args.k, memory_mb=args.memory_mb, progress=False, workers=workers)["log_px"]
     seconds = time.perf_counter() - start
     full = seconds * 10000 / len(x)
-    print(f"784-200-200-50, K={args.k}, {len(x)} images ({source}), {args.threads} thread(s): {seconds:.1f} s, "
+    print(f"784-200-200-50, K={args.k}, {len(x)} images ({source}), {args.threads} thread(s) as {'OpenMP threads' if args.omp else 'chunk workers'}: {seconds:.1f} s, "
           f"{len(x) * args.k / seconds:,.0f} samples/s; 10,000 images: {full:.0f} s = {full / 60:.1f} min "
           f"({'extrapolated' if len(x) < 10000 else 'measured'}); mean L_K of the random model {float(log_px.mean()):.2f} nats")
 

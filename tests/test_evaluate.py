@@ -279,3 +279,11 @@ def test_parallel_workers_give_the_numbers_of_one_worker(trained):
     assert torch.get_num_threads() == 1  # restored
     for key in ("log_px", "elbo", "recon", "kl", "active_units"):
         assert two[key] == pytest.approx(one[key], abs=1e-6), key
+
+
+def test_values_outside_the_unit_interval_are_refused_for_dynamic_binarization(trained):
+    _, model, _, splits = trained
+    x = splits.test[:5].clone()
+    x[3, 7] = 1.5
+    with pytest.raises(ValueError, match="example 3, dimension 7 is 1.5"):
+        score_examples(model, x, binarization="dynamic", k=2, progress=False)

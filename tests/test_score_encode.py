@@ -80,3 +80,19 @@ def test_score_refuses_data_of_another_shape_and_unknown_names(trained, tmp_path
     r = run_cli("encode", run_dir, "--data", "no_such_set", "--out", tmp_path / "l.npz")
     assert r.returncode == 2 and "no_such_set" in r.stderr and "digits" in r.stderr
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_encode_command_writes_csv_for_a_csv_name_and_refuses_other_types(trained, tmp_path):
+    run_dir, model, info, splits = trained
+    out = tmp_path / "codes.csv"
+    r = run_cli("encode", run_dir, "--data", "digits", "--split", "valid", "--out", out)
+    assert r.returncode == 0, r.stderr
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    mu, log_var = encode(model, splits.valid)
+    assert list(rows[0])[:2] == ["mu_0", "mu_1"] and list(rows[0])[-1] == "label"
+    assert len(rows) == len(splits.valid)
+    assert np.allclose([[float(row[f"mu_{d}"]) for d in range(4)] for row in rows], mu.numpy(), atol=1e-5)
+    assert np.allclose([[float(row[f"log_var_{d}"]) for d in range(4)] for row in rows], log_var.numpy(), atol=1e-5)
+    r = run_cli("encode", run_dir, "--out", tmp_path / "codes.txt")
+    assert r.returncode == 2 and ".npz or .csv" in r.stderr

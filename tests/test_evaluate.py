@@ -137,7 +137,7 @@ def trained(tmp_path_factory):
     from aevb.data import build_datasets
     from aevb.train import train
 
-    cfg = tiny_config(tmp_path_factory.mktemp("eval"), train={"epochs": 5})
+    cfg = tiny_config(tmp_path_factory.mktemp("eval"), train={"epochs": 20})
     run_dir = train(cfg)
     cfg, model, info = load_run(run_dir)
     splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
@@ -153,10 +153,16 @@ def test_fast_estimator_equals_the_replicate_implementation(trained):
 
 
 def test_bounds_increase_with_k_on_the_test_set(trained):
+    """L_1 <= L_50 <= L_5000 averaged over the test set, up to Monte Carlo error: L_1 and L_50 are
+    averaged over 8 seeds and the last step is allowed 3 standard errors of that average."""
     _, model, info, splits = trained
-    means = [evaluate(model, splits.test, info, k=k, progress=False)["log_px"] for k in (1, 50, 5000)]
-    assert means[0] <= means[1] <= means[2]
-    assert means[2] - means[0] > 0.1  # a real gap, not float noise
+    runs = {k: [evaluate(model, splits.test, info, k=k, seed=s, progress=False)["log_px"] for s in seeds]
+            for k, seeds in ((1, range(8)), (50, range(8)), (5000, [0]))}
+    l_1, l_50, l_5000 = (float(np.mean(runs[k])) for k in (1, 50, 5000))
+    mc_se = float(np.std(runs[50], ddof=1) / math.sqrt(8))
+    assert l_1 < l_50 - 0.05  # a real gap: the posterior approximation is not exact
+    assert l_50 <= l_5000 + 3 * mc_se + 1e-3
+    assert l_1 < l_5000 - 0.05
 
 
 def test_same_seed_reproduces_exactly_and_another_seed_differs(trained):

@@ -21,6 +21,9 @@ COMMANDS = {
     "reconstruct": "aevb.commands.reconstruct",
     "plot": "aevb.commands.plot",
     "report": "aevb.commands.report",
+    "evaluate": "aevb.commands.evaluate",
+    "score": "aevb.commands.score",
+    "encode": "aevb.commands.encode",
 }
 
 

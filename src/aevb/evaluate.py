@@ -1,4 +1,12 @@
-"""Evaluation: bounds on log p(x) over a whole split, batched, deterministic for a seed."""
+"""Evaluation of a whole split: ELBO, log p(x) by the IWAE bound L_K, bits/dim, active units,
+per-example scores and latents. All values per example, in nats.
+
+The sampling (encode once, decode K samples in memory-bounded blocks, streaming log-sum-exp, the
+documented seeding) lives in ``importance.py``; this module summarises it. See docs/evaluation.md.
+
+References: Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders, eq. 8 and
+section 5.2; Kingma & Welling (2014), Auto-Encoding Variational Bayes, eq. 7.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +14,130 @@ import math
 
 import torch
 
-from .data import prepare_batch
-from .objectives import elbo
+from .importance import SigmoidMLP, choose_chunks, importance_sample, posterior_loc_scale, prepare_data
+
+__all__ = ["evaluate", "score_examples", "encode", "evaluate_elbo", "bits_per_dim", "count_active_units",
+           "importance_sample", "choose_chunks", "prepare_data", "SigmoidMLP"]
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016), section 5.2
+
+
+def mean_and_se(v: torch.Tensor) -> tuple[float, float]:
+    """Mean over examples and its standard error std(ddof=1) / sqrt(n)."""
+    n = v.numel()
+    return float(v.mean()), float(v.std() / math.sqrt(n)) if n > 1 else 0.0
+
+
+def count_active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Latent dims whose posterior mean varies over the data: #{d : Var_x(E_q[z_d]) > threshold}.
+
+    The variance is over examples (ddof=0). References: Burda et al. (2016), section 5.2.
+    """
+    return int((mu.double().var(0, unbiased=False) > threshold).sum())
+
+
+def bits_per_dim(log_px: float, info, likelihood) -> float | None:
+    """-log2 P(x) / D for discrete data, in bits per dimension; None where it is not meaningful.
+
+    Discrete likelihood (``likelihood.discrete``): -log_px / (D ln 2). Continuous density on
+    uniformly dequantized data with ``levels`` values per dim scaled to [0, 1]: the probability
+    of the 8-bit cell is p(x) / levels^D, so bits/dim = -(log_px - D log levels) / (D ln 2).
+    """
+    num_dims = info.num_dims
+    if getattr(likelihood, "discrete", False):
+        return -log_px / (num_dims * math.log(2))
+    levels = getattr(info, "levels", None)
+    dequantization = getattr(info, "dequantization", None) or getattr(info, "dequantize", "none")
+    if dequantization == "uniform" and levels:
+        return -(log_px - num_dims * math.log(levels)) / (num_dims * math.log(2))
+    return None
+
+
+def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, memory_mb: int = 512,
+             labels: torch.Tensor | None = None, progress: bool = True, split: str = "test",
+             workers: int | None = None) -> dict:
+    """The whole evaluation of x (N, num_dims): ELBO, log p(x) by L_K, bits/dim, active units.
+
+    Args:
+        model: a ``VAE`` (on any device).
+        x: (N, num_dims) data as stored by ``build_datasets`` (intensities when binarization is dynamic).
+        info: the ``DataInfo`` of the data (binarization, num_dims, levels).
+        k: K, importance samples per example (5000: Burda et al.'s protocol).
+        seed: seeds binarization and sampling; the same seed gives the same numbers.
+        memory_mb: memory budget of one block of work.
+        labels: optional (N,) labels; adds "by_label": {label: {"n", "log_px", "elbo"}}.
+        progress: show a progress bar.
+        split: the split's name, recorded in the result.
+        workers: parallel threads over chunks (None: torch's thread count on the CPU); no effect on the numbers.
+
+    Returns:
+        {"n", "elbo", "elbo_se", "recon", "kl", "log_px", "log_px_se", "k", "bits_per_dim",
+        "active_units", "latent_dim", "split", "binarization", "seed", "data"}: means over examples in
+        nats per example (``*_se`` = standard errors), bits_per_dim None for continuous data.
+    """
+    stats = importance_sample(model, x, k=k, seed=seed, memory_mb=memory_mb, binarization=info.binarization,
+                              progress=progress, workers=workers)
+    elbo, elbo_se = mean_and_se(stats["elbo"])
+    log_px, log_px_se = mean_and_se(stats["log_px"])
+    result = {"n": len(x), "elbo": elbo, "elbo_se": elbo_se, "recon": float(stats["recon"].mean()),
+              "kl": float(stats["kl"].mean()), "log_px": log_px, "log_px_se": log_px_se, "k": k,
+              "bits_per_dim": bits_per_dim(log_px, info, model.likelihood_module),
+              "active_units": count_active_units(stats["mu"]), "latent_dim": int(stats["mu"].shape[1]),
+              "split": split, "binarization": info.binarization, "seed": seed, "data": getattr(info, "name", "")}
+    if labels is not None:
+        result["by_label"] = {}
+        for label in torch.unique(labels).tolist():
+            mask = labels.cpu() == label
+            result["by_label"][str(label)] = {"n": int(mask.sum()), "log_px": float(stats["log_px"][mask].mean()),
+                                              "elbo": float(stats["elbo"][mask].mean())}
+    return result
+
+
+def score_examples(model, x: torch.Tensor, *, binarization: str = "none", k: int = 5000, seed: int = 1234,
+                   memory_mb: int = 512, progress: bool = True,
+                   workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example (log p(x) estimate L_K, ELBO), each (N,) float64 in nats, in the order of x.
+
+    Lower scores mean more unusual examples (anomaly detection).
+    """
+    stats = importance_sample(model, x, k=k, seed=seed, memory_mb=memory_mb, binarization=binarization,
+                              progress=progress, workers=workers)
+    return stats["log_px"], stats["elbo"]
 
 
 @torch.no_grad()
+def encode(model, x: torch.Tensor, *, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and log-variances of q(z|x) for x (N, num_dims) as given (no binarization).
+
+    Returns:
+        (mu, log_var), each (N, D) float32 on the CPU.
+    """
+    device = next(model.parameters()).device
+    mus, log_vars = [], []
+    for i in range(0, len(x), batch_size):
+        mu, sigma = posterior_loc_scale(model.posterior(x[i:i + batch_size].to(device)))
+        mus.append(mu.float().cpu())
+        log_vars.append((2 * sigma.log()).float().cpu())
+    latent_dim = model.latent_dim
+    if not mus:
+        return torch.zeros(0, latent_dim), torch.zeros(0, latent_dim)
+    return torch.cat(mus), torch.cat(log_vars)
+
+
 def evaluate_elbo(model, x: torch.Tensor, *, binarization: str = "none", batch_size: int = 1000,
                   seed: int = 1234, num_samples: int = 1) -> dict:
     """Mean ELBO (analytic KL) over x with its standard error and its two terms, in nats per example.
 
-    Dynamic binarization draws the pixels with a generator seeded by ``seed``, so two calls give
-    the same numbers.
+    E_q[log p(x|z)] is estimated with ``num_samples`` draws per example; ``batch_size`` caps the
+    examples per chunk. The same seed gives the same numbers (see the module docstring).
 
     Returns:
         {"n", "elbo", "elbo_se", "recon", "kl"}; ``elbo_se`` = std / sqrt(n).
     """
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    torch_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    values, recons, kls = [], [], []
-    try:
-        for i in range(0, len(x), batch_size):
-            xb = prepare_batch(x[i:i + batch_size], binarization, g)
-            b = elbo(model, xb, num_samples=num_samples)
-            values.append(b.value)
-            recons.append(b.recon)
-            kls.append(b.kl)
-    finally:
-        torch.random.set_rng_state(torch_state)
-    v = torch.cat(values).double()
-    n = v.numel()
-    return {"n": n, "elbo": float(v.mean()), "elbo_se": float(v.std() / math.sqrt(n)) if n > 1 else 0.0,
-            "recon": float(torch.cat(recons).double().mean()), "kl": float(torch.cat(kls).double().mean())}
+    if len(x) == 0:
+        return {"n": 0, "elbo": math.nan, "elbo_se": math.nan, "recon": math.nan, "kl": math.nan}
+    stats = importance_sample(model, x, k=num_samples, seed=seed, binarization=binarization, progress=False,
+                              max_examples=batch_size)
+    elbo, elbo_se = mean_and_se(stats["elbo"])
+    return {"n": len(x), "elbo": elbo, "elbo_se": elbo_se, "recon": float(stats["recon"].mean()),
+            "kl": float(stats["kl"].mean())}

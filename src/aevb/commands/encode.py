@@ -1,0 +1,66 @@
+"""Encode a data set with a trained run: posterior means and log-variances of q(z|x) (and labels
+when known), in the row order of the input, saved as a numeric .npz (arrays mu, log_var, labels;
+no pickle) or, for a --out ending in .csv, a CSV with columns mu_0.., log_var_0.. [, label].
+
+Examples are encoded as prepared by the run's data settings but without binarization (the
+posterior of the pixel intensities). See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .evaluate import SPLITS, load, load_data
+
+HELP = "posterior means and log-variances of a data set under a trained run (.npz)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `aevb train`")
+    parser.add_argument("--which", default="last", help="checkpoint: last, best or step-N (default: last)")
+    parser.add_argument("--data", default=None, help="named data set or path (default: the run's data set)")
+    parser.add_argument("--data-dir", default=None, help="folder holding the data set's files")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="split of --data to encode (default: test)")
+    parser.add_argument("--out", required=True,
+                        help="file to write: .npz (arrays mu, log_var[, labels]) or .csv (mu_0.., log_var_0..[, label])")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="device (default: cpu)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's default)")
+
+
+def write_csv(path: str, mu: np.ndarray, log_var: np.ndarray, labels: np.ndarray | None) -> None:
+    """One row per example: mu_0..mu_{D-1}, log_var_0..log_var_{D-1}[, label]."""
+    dims = range(mu.shape[1])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([f"mu_{d}" for d in dims] + [f"log_var_{d}" for d in dims] + (["label"] if labels is not None else []))
+        for i in range(len(mu)):
+            row = [f"{v:.9g}" for v in mu[i]] + [f"{v:.9g}" for v in log_var[i]]
+            w.writerow(row + ([int(labels[i])] if labels is not None else []))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import encode
+
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".npz", ".csv"):
+        raise ValueError(f"--out {args.out}: unknown file type {suffix or '(none)'}; use a name ending in .npz or .csv")
+    cfg, model, _ = load(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    x, labels, info = load_data(cfg, model, args.data, args.split, args.data_dir)
+    mu, log_var = encode(model, x)
+    arrays = {"mu": mu.numpy(), "log_var": log_var.numpy()}
+    if labels is not None:
+        arrays["labels"] = labels.numpy()
+    if suffix == ".csv":
+        write_csv(args.out, arrays["mu"], arrays["log_var"], arrays.get("labels"))
+    else:
+        np.savez(args.out, **arrays)
+    print(f"wrote mu and log_var ({len(x)} x {mu.shape[1]}){' and labels' if labels is not None else ''} "
+          f"of {info.name} {args.split} to {args.out}")
+    return 0

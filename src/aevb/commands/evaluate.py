@@ -1,0 +1,105 @@
+"""Evaluate a trained run: ELBO, log p(x) by the importance-weighted bound L_K (K=5000 by default,
+Burda et al. 2016), bits/dim, active units, on one split, deterministic for --seed.
+
+Prints a table and saves ``eval-<split>-k<K>.json`` and ``eval.json`` (the latest) in the run
+directory; ``--json`` prints the JSON instead of the table. See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+HELP = "estimate log p(x) (IWAE bound, K=5000), ELBO, bits/dim and active units of a trained run"
+SPLITS = ("train", "valid", "test")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """RUN_DIR, --which, --k, --seed, --memory-mb, --device, --threads, --quiet (shared with score/encode)."""
+    from ..config import EvalConfig
+
+    e = EvalConfig()
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `aevb train`")
+    parser.add_argument("--which", default="last", help="checkpoint: last, best or step-N (default: last)")
+    parser.add_argument("--k", type=int, default=e.k, help=f"importance samples per example (default: {e.k})")
+    parser.add_argument("--seed", type=int, default=e.seed, help=f"seed of binarization and sampling (default: {e.seed})")
+    parser.add_argument("--memory-mb", type=int, default=e.memory_mb,
+                        help=f"memory budget of one block of work (default: {e.memory_mb})")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="device (default: cpu)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads, each evaluating whole chunks (default 0: torch's thread count)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (default: test)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+
+
+def load(args: argparse.Namespace):
+    """(cfg, model, info) of the run, on the requested device and thread count."""
+    from ..checkpoint import load_run
+    from ..train import resolve_device
+
+    if getattr(args, "k", 1) < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    return load_run(args.run_dir, which=args.which, device=resolve_device(args.device))
+
+
+def load_data(cfg, model, name: str | None, split: str, data_dir: str | None = None):
+    """(x, labels, info) of ``split`` of the run's data set, or of the data set ``name`` (a named set or
+    a path) prepared with the run's data settings; checked against the model's input size."""
+    from ..data import build_datasets
+
+    changes = {k: v for k, v in (("name", name), ("data_dir", data_dir)) if v}
+    data_cfg = dataclasses.replace(cfg.data, **changes)
+    splits, info = build_datasets(data_cfg, cfg.model.likelihood)
+    x, labels = splits.get(split)
+    expected = model.likelihood_module.num_dims
+    if info.num_dims != expected:
+        raise ValueError(f"{data_cfg.name}: examples have {info.num_dims} values (shape {info.shape}), but the "
+                         f"model was trained on {expected}; give data of the training data's shape")
+    if len(x) == 0:
+        raise ValueError(f"{data_cfg.name}: the {split} split is empty; choose another --split")
+    return x, labels, info
+
+
+def format_table(r: dict, run_dir: str, which: str) -> str:
+    bpd = "n/a (continuous data)" if r["bits_per_dim"] is None else f"{r['bits_per_dim']:.4f}"
+    rows = [
+        ("run", f"{run_dir} (checkpoint {which})"),
+        ("data", f"{r['data']} {r['split']} split, n = {r['n']}"),
+        ("ELBO", f"{r['elbo']:.3f} ± {r['elbo_se']:.3f} nats  (recon {r['recon']:.3f}, KL {r['kl']:.3f})"),
+        ("log p(x)", f"{r['log_px']:.3f} ± {r['log_px_se']:.3f} nats  (IWAE bound L_K, K={r['k']})"),
+        ("bits/dim", bpd),
+        ("active units", f"{r['active_units']}/{r['latent_dim']}  (Var over x of E_q[z_d] > 0.01)"),
+        ("protocol", f"{r['binarization']} binarization, seed {r['seed']}"),
+    ]
+    return "\n".join(f"  {name:<13} {value}" for name, value in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import write_json_atomic
+    from ..evaluate import evaluate
+
+    cfg, model, info = load(args)
+    x, labels, _ = load_data(cfg, model, None, args.split)
+    result = evaluate(model, x, info, k=args.k, seed=args.seed, memory_mb=args.memory_mb,
+                      progress=not (args.quiet or args.json), split=args.split, workers=args.threads or None)
+    result["checkpoint"] = args.which
+    run_dir = Path(args.run_dir)
+    write_json_atomic(run_dir / f"eval-{args.split}-k{args.k}.json", result)
+    write_json_atomic(run_dir / "eval.json", result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result, str(run_dir), args.which))
+        print(f"  {'saved':<13} {run_dir / f'eval-{args.split}-k{args.k}.json'} and eval.json")
+    return 0

@@ -327,13 +327,17 @@ def finish(ts: TrainState, run: Run) -> None:
     if not run.ctx.is_main:
         return
     ts.model.eval()
-    test = evaluate_elbo(ts.model, splits.test, binarization=info.binarization, seed=run.cfg.eval.seed)
+    test = evaluate_elbo(ts.model, splits.test, binarization=info.binarization, seed=run.cfg.eval.seed) \
+        if len(splits.test) else None
     write_json_atomic(run.run_dir / "summary.json", {
         "test": test, "epochs": ts.epoch, "steps": ts.step, "train_examples": len(splits.train),
         "best_valid_elbo": ts.best_valid if math.isfinite(ts.best_valid) else None, "best_step": ts.best_step,
         "stopped": ts.stopped, "train_seconds": ts.seconds})
     write_basic_plots(ts.model, splits, info, run.run_dir, run.cfg.train.seed)
     print(f"run directory: {run.run_dir}")
+    if test is None:
+        print("test ELBO: not computed (the test split is empty: data.test_fraction = 0)")
+        return
     print(f"test ELBO: {test['elbo']:.2f} ± {test['elbo_se']:.2f} nats per example "
           f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {info.binarization} binarization)")
 

@@ -229,3 +229,13 @@ def test_training_on_all_data_with_empty_validation_and_test_splits(tmp_path, ca
     assert summary["test"] is None and summary["train_examples"] == 1797
     records = read_metrics(run_dir)
     assert len(records) == 2 and all(math.isfinite(r["train/elbo"]) for r in records)
+
+
+def test_epoch_lines_label_a_kl_weight_other_than_one_as_not_an_elbo(tmp_path, capsys):
+    train(tiny_config(tmp_path / "b", objective={"beta": 0.5}, train={"epochs": 1}))
+    assert "train beta=0.5 bound (not an ELBO)" in capsys.readouterr().out
+    train(tiny_config(tmp_path / "w", objective={"warmup_steps": 1000}, train={"epochs": 1}))
+    assert "train KL warm-up bound (not an ELBO)" in capsys.readouterr().out
+    train(tiny_config(tmp_path / "e", train={"epochs": 1}))
+    out = capsys.readouterr().out
+    assert "train ELBO" in out and "not an ELBO" not in out

@@ -174,6 +174,15 @@ def roll_back(ts: TrainState, run: Run, snapshot: tuple, why: str) -> None:
                    f"learning rate x0.1 (retry {retries} of {t.max_nan_retries})")
 
 
+def bound_label(o, step: int) -> str:
+    """How the epoch line names the training bound: only beta = 1 after warm-up is an ELBO."""
+    if o.name == "iwae":
+        return f"IWAE bound (K={o.num_samples})"
+    if o.warmup_steps and step < o.warmup_steps:
+        return "KL warm-up bound (not an ELBO)"
+    return "ELBO" if o.beta == 1.0 else f"beta={o.beta:g} bound (not an ELBO)"
+
+
 def end_epoch(ts: TrainState, run: Run, local_sums: torch.Tensor, examples: int, seconds: float) -> None:
     """Reduce the epoch's sums over ranks, validate, log, print the epoch line."""
     flush_sums(ts, run, local_sums)
@@ -188,7 +197,7 @@ def end_epoch(ts: TrainState, run: Run, local_sums: torch.Tensor, examples: int,
     run.log.write(record)
     if run.ctx.is_main:
         o = run.cfg.objective
-        name = "ELBO" if (o.name == "elbo" and o.beta == 1.0) else f"{o.name} bound"
+        name = bound_label(o, ts.step)
         valid = f"  valid ELBO {record['valid/elbo']:9.3f} nats" if "valid/elbo" in record else ""
         tqdm.write(f"epoch {ts.epoch:3d}/{t.epochs}  train {name} {record['train/elbo']:9.3f}{valid}  "
                    f"(recon {record['train/recon']:.2f}, KL {record['train/kl']:.2f})  "

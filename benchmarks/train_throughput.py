@@ -162,8 +162,7 @@ def run_aevb(x_train: torch.Tensor, seed: int, batch_size: int = 100) -> tuple[f
     from aevb.data import DataInfo, Splits
     from aevb.distributed import DistContext
     from aevb.metrics import MetricsLog
-    from aevb.step import BoundModule
-    from aevb.train import Run, build_state, fit
+    from aevb.train import Run, build_bound_module, build_state, fit
 
     cfg = RunConfig()
     cfg.model.hidden, cfg.model.latent_dim = [HIDDEN], LATENT
@@ -177,7 +176,7 @@ def run_aevb(x_train: torch.Tensor, seed: int, batch_size: int = 100) -> tuple[f
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(cfg, splits, info, Path(tmp), DistContext(), MetricsLog(Path(tmp) / "m.jsonl", enabled=False))
         start = clocks()
-        fit(ts, BoundModule(ts.model, cfg.objective), run)
+        fit(ts, build_bound_module(ts.model, cfg), run)
         return rates(len(x_train), start)
 
 

@@ -53,16 +53,23 @@ def _softplus_backward(grad: torch.Tensor, h: torch.Tensor) -> None:
     grad.mul_(torch.expm1(h.neg())).neg_()  # softplus'(a) = sigmoid(a) = 1 - exp(-h)
 
 
+def _tanh_from_double_(a2: torch.Tensor) -> torch.Tensor:
+    """tanh(a) = 2 sigmoid(2a) - 1 in place, given 2a (torch's CPU sigmoid is ~5x faster than its tanh;
+    the result differs from tanh by at most a few float32 ulps of 1, about 2e-7 absolutely)."""
+    return torch.sigmoid(a2, out=a2).mul_(2.0).sub_(1.0)
+
+
 def _softplus_(a: torch.Tensor) -> torch.Tensor:
     return torch._C._nn.softplus(a, 1.0, 20.0, out=a)
 
 
-# activation module type -> (in-place forward, in-place backward from the output h)
+# activation module type -> (in-place forward, in-place backward from the output h, pre-activation factor):
+# the forward is given factor * a (the factor is folded into the matrix product that makes a)
 ACTIVATIONS = {
-    nn.Tanh: (torch.tanh_, _tanh_backward),
-    nn.ReLU: (torch.relu_, _relu_backward),
-    nn.ELU: (lambda a: torch._C._nn.elu_(a), _elu_backward),
-    nn.Softplus: (_softplus_, _softplus_backward),
+    nn.Tanh: (_tanh_from_double_, _tanh_backward, 2.0),
+    nn.ReLU: (torch.relu_, _relu_backward, 1.0),
+    nn.ELU: (lambda a: torch._C._nn.elu_(a), _elu_backward, 1.0),
+    nn.Softplus: (_softplus_, _softplus_backward, 1.0),
 }
 
 
@@ -152,6 +159,14 @@ class FastElbo:
             if p.grad is None:
                 p.grad = torch.empty_like(p)
 
+    @staticmethod
+    def _linear_act(m: nn.Linear, h: torch.Tensor, out: torch.Tensor, act) -> torch.Tensor:
+        """act(h W^T + b) into ``out`` (no activation for the output layer: act None)."""
+        if act is None:
+            return torch.addmm(m.bias, h, m.weight.t(), out=out)
+        forward, _, factor = act
+        return forward(torch.addmm(m.bias, h, m.weight.t(), beta=factor, alpha=factor, out=out))
+
     @torch.no_grad()
     def forward_backward(self, x: torch.Tensor, eps: torch.Tensor, beta: float, scale: float):
         """The bound and its terms for x (B, num_dims) with noise eps (L, B, D), each (B,) in nats.
@@ -165,10 +180,7 @@ class FastElbo:
         # encoder: h_i = act(h_{i-1} W_i^T + b_i); last layer -> (mu, log_var)
         h = x
         for i, m in enumerate(self.enc):
-            torch.addmm(m.bias, h, m.weight.t(), out=buf.enc_h[i])
-            h = buf.enc_h[i]
-            if i < len(self.enc_act):
-                self.enc_act[i][0](h)
+            h = self._linear_act(m, h, buf.enc_h[i], self.enc_act[i] if i < len(self.enc_act) else None)
         latent = h.shape[1] // 2
         mu, log_var = h[:, :latent], h[:, latent:]
         std = torch.mul(log_var, 0.5, out=buf.std).exp_()
@@ -176,10 +188,7 @@ class FastElbo:
         # decoder on the L*B samples: logits l (L*B, num_dims)
         g = z.view(num_samples * batch, latent)
         for i, m in enumerate(self.dec):
-            torch.addmm(m.bias, g, m.weight.t(), out=buf.dec_h[i])
-            g = buf.dec_h[i]
-            if i < len(self.dec_act):
-                self.dec_act[i][0](g)
+            g = self._linear_act(m, g, buf.dec_h[i], self.dec_act[i] if i < len(self.dec_act) else None)
         logits = g.view(num_samples, batch, -1)
         # log p(x|z) = sum_d x_d l_d - softplus(l_d)
         work = buf.work

@@ -91,7 +91,7 @@ def test_closed_form_kl_and_bernoulli_recon_by_hand():
     ({"num_samples": 3, "beta": 0.5, "warmup_steps": 10}, {"weight_decay": 1.0, "grad_clip": 5.0}),
 ])
 def test_training_with_the_fast_path_gives_the_autograd_weights(tmp_path, objective, train_cfg):
-    """One epoch of the digits (25 steps of 50 and a last partial batch of 46) both ways."""
+    """One epoch of the digits (29 batches of 50 and a last partial batch of 5) both ways."""
     from aevb.checkpoint import load_run
 
     runs = []

@@ -16,10 +16,12 @@ from conftest import tiny_config
 INFO = DataInfo(name="t", shape=(6, 5), num_dims=30, support="binary", binarization="dynamic")
 
 
-def model_for(activation="tanh", hidden=(16,), dtype=torch.float64, seed=0, likelihood="bernoulli"):
+def model_for(activation="tanh", hidden=(16,), dtype=torch.float64, seed=0, likelihood="bernoulli",
+              support="real", sigma="learned_shared"):
     torch.manual_seed(seed)
-    info = INFO if likelihood == "bernoulli" else DataInfo(name="t", shape=(6, 5), num_dims=30, support="real", binarization="none")
-    cfg = ModelConfig(latent_dim=3, hidden=list(hidden), activation=activation, likelihood=likelihood)
+    info = INFO if likelihood == "bernoulli" else DataInfo(name="t", shape=(6, 5), num_dims=30, support=support,
+                                                           binarization="none")
+    cfg = ModelConfig(latent_dim=3, hidden=list(hidden), activation=activation, likelihood=likelihood, sigma=sigma)
     return build_model(cfg, info, train_mean=torch.rand(30)).to(dtype)
 
 
@@ -49,6 +51,25 @@ def test_fast_bound_and_every_gradient_equal_autograd_in_float64(activation, num
     fv, fr, fk = FastElbo(model, objective).forward_backward(x, eps, beta, 1.0 / 13)
     torch.testing.assert_close(fv, value, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fr, recon, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fk, kl, rtol=1e-12, atol=1e-12)
+    for (name, p), g in zip(model.named_parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("support,sigma", [("real", "0.5"), ("unit_interval", "0.1")])
+def test_gaussian_with_a_fixed_sigma_equals_autograd(support, sigma):
+    """Identity mean for real data, sigmoid mean for data in [0, 1]."""
+    model = model_for(likelihood="gaussian", support=support, sigma=sigma)
+    assert model.likelihood_module.mean_link == ("sigmoid" if support == "unit_interval" else "identity")
+    assert fast_path_reason(model, RunConfig()) == ""
+    objective = ObjectiveConfig(num_samples=2)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(11, 30, generator=g, dtype=torch.float64)
+    eps = torch.randn(2, 11, 3, generator=g, dtype=torch.float64)
+    value, recon, kl, grads = autograd_reference(model, x, eps, 0.8, objective)
+    fv, fr, fk = FastElbo(model, objective).forward_backward(x, eps, 0.8, 1.0 / 11)
+    torch.testing.assert_close(fr, recon, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(fv, value, rtol=1e-12, atol=1e-10)
     torch.testing.assert_close(fk, kl, rtol=1e-12, atol=1e-12)
     for (name, p), g in zip(model.named_parameters(), grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)
@@ -123,8 +144,10 @@ def test_trainer_uses_the_fast_path_exactly_when_it_applies():
         assert isinstance(build_bound_module(model, other), BoundModule)
     assert "DDP" in fast_path_reason(model, cfg, world_size=2)
     assert isinstance(build_bound_module(model, cfg, world_size=2), BoundModule)
-    gaussian = model_for(likelihood="gaussian", dtype=torch.float32)
-    assert "likelihood" in fast_path_reason(gaussian, cfg)
+    for sigma in ("learned_shared", "learned_per_dim", "predicted"):
+        gaussian = model_for(likelihood="gaussian", sigma=sigma, dtype=torch.float32)
+        assert "likelihood" in fast_path_reason(gaussian, cfg)
+    assert "likelihood" in fast_path_reason(model_for(likelihood="laplace", sigma="1.0"), cfg)
     conv_cfg = ModelConfig(arch="conv", latent_dim=3, hidden=[16])
     conv = build_model(conv_cfg, DataInfo(name="t", shape=(8, 8), num_dims=64, support="binary", binarization="dynamic"))
     assert "encoder" in fast_path_reason(conv, cfg)

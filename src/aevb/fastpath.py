@@ -7,13 +7,14 @@ against autograd through ``objectives.elbo``), and both consume the same noise: 
 uniforms and eps ~ N(0, I) drawn by ``step.draw_batch`` from the trainer's generator.
 
 The model it covers: q(z|x) = N(mu(x), diag(exp(log_var(x)))) from an MLP encoder, p(z) = N(0, I),
-p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d(z))) from an MLP decoder, objective
+p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d(z))) from an MLP decoder (or a Gaussian with a fixed
+sigma and mean l_d or sigmoid(l_d), see ``_log_likelihood_and_delta``), objective
     bound(x) = (1/L) sum_l log p(x | z_l) - beta * KL(q(z|x) || p(z)),   z_l = mu + exp(log_var / 2) * eps_l,
 per example in nats, with the closed-form KL = 1/2 sum_j (mu_j^2 + exp(log_var_j) - 1 - log_var_j).
 
 The gradients of loss = -scale * sum_b bound(x_b) (scale = 1 / batch size) are written straight
 into each parameter's ``.grad`` by the chain rule:
-    d loss / d l          = scale / L * (sigmoid(l) - x)                (Bernoulli with logits)
+    d loss / d l          = scale / L * (sigmoid(l) - x)                (Bernoulli with logits l)
     d loss / d a          = d loss / d h * act'(a), act' from the output h (tanh: 1 - h^2)
     d loss / d mu         = sum_l d loss / d z_l + scale * beta * mu
     d loss / d log_var    = sum_l d loss / d z_l * eps_l * exp(log_var / 2) / 2 + scale * beta * (exp(log_var) - 1) / 2
@@ -23,12 +24,14 @@ Every product writes into a buffer allocated once per batch size (``torch.addmm`
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from .decoders import Decoder
 from .encoders import GaussianEncoder
-from .likelihoods import BernoulliLikelihood
+from .likelihoods import BernoulliLikelihood, GaussianLikelihood
 from .nets import MLP
 from .optim import add_prior_gradient, gradient_norm
 from .priors import StandardNormalPrior
@@ -94,6 +97,13 @@ def mlp_layers(net: nn.Module) -> tuple[list[nn.Linear], list] | None:
     return linears, [ACTIVATIONS[type(m)] for m in acts]
 
 
+def supported_likelihood(likelihood) -> bool:
+    """Bernoulli, or Gaussian with a fixed sigma (either mean link)."""
+    if type(likelihood) is BernoulliLikelihood:
+        return True
+    return type(likelihood) is GaussianLikelihood and likelihood.mode == "fixed" and likelihood.params_per_dim == 1
+
+
 def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
     """Why the fast path does not apply to this model and config ("" when it does)."""
     t, o = cfg.train, cfg.objective
@@ -107,7 +117,8 @@ def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
         (type(getattr(model, "decoder", None)) is not Decoder
          or mlp_layers(model.decoder.net) is None, "the decoder is not an MLP"),
         (type(getattr(model, "prior_module", None)) is not StandardNormalPrior, "the prior is not standard_normal"),
-        (type(getattr(model, "likelihood_module", None)) is not BernoulliLikelihood, "the likelihood is not bernoulli"),
+        (not supported_likelihood(getattr(model, "likelihood_module", None)),
+         "the likelihood is not bernoulli or gaussian with a fixed sigma"),
         (not all(p.requires_grad for p in model.parameters()), "some parameters are frozen"),
         (next(model.parameters()).device.type != "cpu", "the fast path is CPU-only (untested on other devices)"),
     ]
@@ -185,22 +196,17 @@ class FastElbo:
         mu, log_var = h[:, :latent], h[:, latent:]
         std = torch.mul(log_var, 0.5, out=buf.std).exp_()
         z = torch.addcmul(mu, eps, std, out=buf.z)  # (L, B, D)
-        # decoder on the L*B samples: logits l (L*B, num_dims)
+        # decoder on the L*B samples: its outputs l (L*B, num_dims), the logits or the Gaussian means
         g = z.view(num_samples * batch, latent)
         for i, m in enumerate(self.dec):
             g = self._linear_act(m, g, buf.dec_h[i], self.dec_act[i] if i < len(self.dec_act) else None)
         logits = g.view(num_samples, batch, -1)
-        # log p(x|z) = sum_d x_d l_d - softplus(l_d)
-        work = buf.work
-        x_dot_l = torch.mul(logits, x, out=work).sum(-1)  # (L, B)
-        softplus_sum = torch._C._nn.softplus(logits, 1.0, 20.0, out=work).sum(-1)
-        recon = (x_dot_l - softplus_sum).mean(0)
+        delta = buf.dec_grad[-1].view(num_samples, batch, -1)
+        log_p_x_given_z = self._log_likelihood_and_delta(logits, x, buf.work, delta, scale / num_samples)  # (L, B)
+        recon = log_p_x_given_z.mean(0)
         var = std.square()
         kl = 0.5 * (mu.square() + var - 1.0 - log_var).sum(-1)
         value = recon - beta * kl
-        # backward: delta of the logits, scale / L * (sigmoid(l) - x)
-        delta = torch.sigmoid(logits, out=buf.dec_grad[-1].view(num_samples, batch, -1))
-        delta.sub_(x).mul_(scale / num_samples)
         delta = delta.view(num_samples * batch, -1)
         inputs = [z.view(num_samples * batch, latent), *buf.dec_h[:-1]]
         for i in reversed(range(len(self.dec))):
@@ -230,6 +236,32 @@ class FastElbo:
                 self.enc_act[i - 1][1](below, inputs[i])
                 delta = below
         return value, recon, kl
+
+    def _log_likelihood_and_delta(self, out: torch.Tensor, x: torch.Tensor, work: torch.Tensor, delta: torch.Tensor,
+                                  factor: float) -> torch.Tensor:
+        """log p(x|z) (L, B) from the decoder outputs ``out`` (L, B, D); ``delta`` <- factor * d(-log p)/d out.
+
+        Bernoulli with logits l: log p = sum_d x_d l_d - softplus(l_d), d(-log p)/dl = sigmoid(l) - x.
+        Gaussian, fixed sigma, mean m = l (or sigmoid(l)): log p = -sum_d (x_d - m_d)^2 / (2 sigma^2)
+        - D/2 log(2 pi sigma^2), d(-log p)/dm = (m - x) / sigma^2 (times m (1 - m) for the sigmoid mean).
+        """
+        lik = self.model.likelihood_module
+        if type(lik) is BernoulliLikelihood:
+            x_dot_l = torch.mul(out, x, out=work).sum(-1)
+            log_p = x_dot_l - torch._C._nn.softplus(out, 1.0, 20.0, out=work).sum(-1)
+            torch.sigmoid(out, out=delta).sub_(x).mul_(factor)
+            return log_p
+        sigma = lik.fixed_scale
+        if lik.mean_link == "sigmoid":
+            loc = torch.sigmoid(out, out=delta)
+            diff = torch.sub(loc, x, out=work)
+            torch.addcmul(loc, loc, loc, value=-1.0, out=delta).mul_(diff)  # m (1 - m) (m - x)
+        else:
+            diff = torch.sub(out, x, out=work)
+            delta.copy_(diff)
+        delta.mul_(factor / sigma ** 2)
+        num_dims = out.shape[-1]
+        return diff.square_().sum(-1).mul_(-0.5 / sigma ** 2).sub_(0.5 * num_dims * math.log(2 * math.pi * sigma ** 2))
 
     def optimizer_step(self, model: nn.Module, optimizer, params: list, x: torch.Tensor, eps: torch.Tensor,
                        beta: float, examples: torch.Tensor, global_count: int, world_size: int, train_cfg,

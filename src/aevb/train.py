@@ -242,7 +242,7 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
         hooks.poison(ts.step + 1, eps)
         beta = o.beta if o.warmup_steps == 0 else o.beta * min(1.0, (ts.step + 1) / o.warmup_steps)
         sums, why = step_fn(module, ts.model, ts.optimizer, params, x, eps, beta,
-                                   idx[rows], len(idx), ctx.world_size, t, n, any_rank)
+                            idx[rows], len(idx), ctx.world_size, t, n, any_rank)
         if sums is None:
             roll_back(ts, run, snapshot, why)
             local_sums.zero_()

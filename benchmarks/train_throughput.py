@@ -3,7 +3,10 @@
 Model: the AEVB MNIST model (784-500-20, tanh, Bernoulli likelihood), batch 100 for aevb.
 Methods, run alternately (A B C A B C ...), one epoch over the data each time:
 
-  aevb      aevb.train.fit: in-memory tensors, index batches, fresh binarization, fused Adam.
+  aevb      aevb.train.fit: in-memory tensors, index batches, fresh binarization, fused Adam, and the
+            hand-derived ELBO gradient of aevb.fastpath (train.fast_path, on by default).
+  autograd  aevb.train.fit with train.fast_path off: the same loop, gradients by autograd through
+            the shared torch.distributions objective.
   examples  written the way pytorch/examples vae/main.py is: a Dataset returning one image at a
             time through PIL and a to-tensor conversion (numpy; torchvision is not a dependency),
             DataLoader(batch_size=128, shuffle=True), default Adam, BCE on sigmoid outputs.
@@ -155,20 +158,20 @@ def run_plain(x_train: torch.Tensor, seed: int, batch_size: int = 100) -> tuple[
 
 
 # -- aevb's trainer ----------------------------------------------------------------------------
-def run_aevb(x_train: torch.Tensor, seed: int, batch_size: int = 100) -> tuple[float, float]:
+def run_aevb(x_train: torch.Tensor, seed: int, batch_size: int = 100, fast_path: bool = True) -> tuple[float, float]:
     import tempfile
 
     from aevb.config import RunConfig
     from aevb.data import DataInfo, Splits
     from aevb.distributed import DistContext
     from aevb.metrics import MetricsLog
-    from aevb.step import BoundModule
-    from aevb.train import Run, build_state, fit
+    from aevb.train import Run, build_bound_module, build_state, fit
 
     cfg = RunConfig()
     cfg.model.hidden, cfg.model.latent_dim = [HIDDEN], LATENT
     cfg.train.epochs, cfg.train.batch_size, cfg.train.seed, cfg.train.quiet = 1, batch_size, seed, True
     cfg.train.checkpoint_every = 10**9  # no checkpoint writes inside the timed epoch
+    cfg.train.fast_path = fast_path
     info = DataInfo(name="bench", shape=(28, 28), num_dims=PIXELS, support="binary", binarization="dynamic")
     empty = x_train[:0]
     splits = Splits(x_train, empty, empty)
@@ -177,8 +180,12 @@ def run_aevb(x_train: torch.Tensor, seed: int, batch_size: int = 100) -> tuple[f
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(cfg, splits, info, Path(tmp), DistContext(), MetricsLog(Path(tmp) / "m.jsonl", enabled=False))
         start = clocks()
-        fit(ts, BoundModule(ts.model, cfg.objective), run)
+        fit(ts, build_bound_module(ts.model, cfg), run)
         return rates(len(x_train), start)
+
+
+def run_autograd(x_train: torch.Tensor, seed: int) -> tuple[float, float]:
+    return run_aevb(x_train, seed, fast_path=False)
 
 
 # -- the arithmetic limit ----------------------------------------------------------------------
@@ -231,6 +238,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="epochs per method (alternating)")
     parser.add_argument("--examples", type=int, default=20000, help="training images per epoch")
+    parser.add_argument("--methods", nargs="+", default=["aevb", "examples", "plain", "loader", "autograd"],
+                        help="methods to run (aevb is always run: the ratios are to it)")
     parser.add_argument("--gemm-repeats", type=int, default=200, help="steps' worth of products per GEMM timing")
     args = parser.parse_args(argv)
     images, source = load_images(args.examples)
@@ -241,7 +250,8 @@ def main(argv=None) -> int:
         print(f"\n== {threads} thread(s) ==")
         limit_wall, limit_cpu = gemm_limit(repeats=args.gemm_repeats)
         methods = (("aevb", run_aevb, x_train), ("examples", run_examples, images), ("plain", run_plain, x_train),
-                   ("loader", run_loader, x_train))
+                   ("loader", run_loader, x_train), ("autograd", run_autograd, x_train))
+        methods = tuple(m for m in methods if m[0] == "aevb" or m[0] in args.methods)
         wall = {name: [] for name, _, _ in methods}
         cpu = {name: [] for name, _, _ in methods}
         for r in range(args.repeats):

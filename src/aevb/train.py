@@ -25,6 +25,7 @@ from .checkpoint import find_checkpoint, list_checkpoints, read_state, read_tens
 from .config import RunConfig, validate
 from .data import DataInfo, Splits, build_datasets
 from .evaluate import evaluate_elbo
+from .fastpath import FastElbo, fast_path_reason
 from .figures import write_basic_plots
 from .metrics import MetricsLog, truncate_metrics
 from .model import VAE, build_model
@@ -234,6 +235,7 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
     local_sums = torch.zeros(4, dtype=torch.float64, device=x_train.device)
     hooks, snapshot, perm_epoch, bar, last = TestHooks(), snapshot_state(ts, cfg), -1, None, time.perf_counter()
     any_rank = lambda flag: distributed.any_rank(flag, ctx, x_train.device)  # noqa: E731
+    step_fn = FastElbo.optimizer_step if isinstance(module, FastElbo) else optimizer_step
     while ts.epoch < t.epochs and not ts.stopped:
         if perm_epoch != ts.epoch:  # a new epoch, a resume or a rollback
             perm, perm_epoch = epoch_permutation(n, t.seed, ts.epoch, x_train.device), ts.epoch
@@ -248,8 +250,8 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
         x, eps = draw_batch(x_train, idx, rows, run.info.binarization, o.num_samples, ts.model.latent_dim, ts.noise)
         hooks.poison(ts.step + 1, eps)
         beta = o.beta if o.warmup_steps == 0 else o.beta * min(1.0, (ts.step + 1) / o.warmup_steps)
-        sums, why = optimizer_step(module, ts.model, ts.optimizer, params, x, eps, beta,
-                                   idx[rows], len(idx), ctx.world_size, t, n, any_rank)
+        sums, why = step_fn(module, ts.model, ts.optimizer, params, x, eps, beta,
+                            idx[rows], len(idx), ctx.world_size, t, n, any_rank)
         if sums is None:
             roll_back(ts, run, snapshot, why)
             local_sums.zero_()
@@ -284,13 +286,20 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
         tqdm.write(ts.stopped)
 
 
+def build_bound_module(model: VAE, cfg: RunConfig, world_size: int = 1):
+    """``fastpath.FastElbo`` when it applies to the model and config, else the autograd ``BoundModule``."""
+    if not fast_path_reason(model, cfg, world_size):
+        return FastElbo(model, cfg.objective)
+    return BoundModule(model, cfg.objective)
+
+
 def fit_wrapped(ts: TrainState, run: Run) -> None:
     """``fit`` through the bound module, in DDP under torchrun and compiled if asked.
 
     The wrappers are dropped before returning (or raising): a DDP module still alive when the
     process group is destroyed can abort the process at exit.
     """
-    module = BoundModule(ts.model, run.cfg.objective)
+    module = build_bound_module(ts.model, run.cfg, run.ctx.world_size)
     try:
         if run.ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP

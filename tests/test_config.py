@@ -43,12 +43,33 @@ def test_iwae_with_a_kl_weight_is_refused():
         validate(cfg)
 
 
+def test_iwae_with_kl_warm_up_is_refused():
+    cfg = RunConfig()
+    cfg.objective.name, cfg.objective.warmup_steps = "iwae", 10
+    with pytest.raises(ConfigError, match="objective.warmup_steps = 10: the iwae bound has no KL weight"):
+        validate(cfg)
+
+
+def test_non_finite_numbers_and_a_bad_adam_epsilon_are_refused_by_name():
+    cfg = RunConfig()
+    cfg.objective.beta = float("nan")
+    cfg.model.min_sigma = float("nan")
+    cfg.train.weight_decay = float("inf")
+    cfg.train.adam_eps = -1.0
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    msg = str(e.value)
+    for key in ("objective.beta = nan", "model.min_sigma = nan", "train.weight_decay = inf"):
+        assert f"{key}: must be a finite number" in msg, key
+    assert "train.adam_eps = -1.0: must be > 0" in msg
+
+
 def test_sigma_accepts_a_positive_number_or_a_mode():
     for good in ("0.1", "1", "learned_shared", "learned_per_dim", "predicted"):
         cfg = RunConfig()
         cfg.model.sigma = good
         validate(cfg)
-    for bad in ("0", "-1", "learned"):
+    for bad in ("0", "-1", "learned", "inf", "nan"):
         cfg = RunConfig()
         cfg.model.sigma = bad
         with pytest.raises(ConfigError, match="model.sigma"):

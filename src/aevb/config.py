@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             value = getattr(sub, f.name)
             if choices and value not in choices:
                 problems.append(f"{section}.{f.name} = {value!r}: allowed values are {', '.join(choices)}")
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{section}.{f.name} = {value!r}: must be a finite number")
     m, o, t, e = cfg.model, cfg.objective, cfg.train, cfg.eval
     if m.likelihood not in LIKELIHOODS:
         problems.append(f"model.likelihood = {m.likelihood!r}: allowed values are {', '.join(sorted(LIKELIHOODS))}")
@@ -257,6 +260,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         problems.append(f"model.hidden = {m.hidden!r}: every layer size must be a positive integer")
     if not t.lr > 0:
         problems.append(f"train.lr = {t.lr!r}: must be > 0")
+    if not t.adam_eps > 0:
+        problems.append(f"train.adam_eps = {t.adam_eps!r}: must be > 0")
     if o.beta < 0:
         problems.append(f"objective.beta = {o.beta!r}: must be >= 0")
     nonneg = [("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip),
@@ -273,6 +278,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not _is_sigma(m.sigma):
         problems.append(f"model.sigma = {m.sigma!r}: allowed values are a positive number or "
                         f"{', '.join(SIGMA_MODES)}")
+    if o.name == "iwae" and o.warmup_steps:
+        problems.append(f"objective.warmup_steps = {o.warmup_steps!r}: the iwae bound has no KL weight to warm up; "
+                        "allowed value is 0 (use objective.name = elbo for KL warm-up)")
     if o.name == "iwae" and o.beta != 1.0:
         problems.append(f"objective.beta = {o.beta!r}: the iwae bound has no KL weight; allowed value is 1.0 "
                         "(use objective.name = elbo for beta != 1)")
@@ -291,7 +299,7 @@ def _is_sigma(value: str) -> bool:
     if value in SIGMA_MODES:
         return True
     try:
-        return float(value) > 0
+        return math.isfinite(float(value)) and float(value) > 0
     except ValueError:
         return False
 

@@ -239,3 +239,10 @@ def test_epoch_lines_label_a_kl_weight_other_than_one_as_not_an_elbo(tmp_path, c
     train(tiny_config(tmp_path / "e", train={"epochs": 1}))
     out = capsys.readouterr().out
     assert "train ELBO" in out and "not an ELBO" not in out
+
+
+def test_a_run_refused_for_its_data_leaves_no_run_directory(tmp_path):
+    cfg = tiny_config(tmp_path, data={"binarize": "none"})  # grey digits under a bernoulli likelihood
+    with pytest.raises(ValueError, match="binary values 0/1"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()

@@ -314,7 +314,7 @@ def fit_wrapped(ts: TrainState, run: Run) -> None:
 
 
 def resolve_config(cfg: RunConfig, resume: bool = False) -> RunConfig:
-    """Validate; the IWAE schedule's stages are scaled to ``train.epochs`` (3280 = the paper's)."""
+    """Validate every field (``config.validate``); resumed runs are checked the same way."""
     validate(cfg)
     return cfg
 
@@ -380,8 +380,8 @@ def train(cfg: RunConfig, resume: bool = False) -> Path:
     device = ctx.device
     try:
         splits, info = build_datasets(cfg.data, cfg.model.likelihood)
+        ts = build_state(cfg, splits, info, device)  # checks that the data fit the model first
         run_dir = Path(cfg.out) if resume else make_run_dir(cfg.out) if ctx.is_main else Path(cfg.out)
-        ts = build_state(cfg, splits, info, device)
         splits = Splits(*(t.to(device) for t in (splits.train, splits.valid, splits.test)))
         log = MetricsLog(run_dir / "metrics.jsonl", enabled=ctx.is_main,
                          tensorboard=cfg.train.tensorboard and ctx.is_main)

@@ -231,9 +231,17 @@ def test_training_on_all_data_with_empty_validation_and_test_splits(tmp_path, ca
     assert len(records) == 2 and all(math.isfinite(r["train/elbo"]) for r in records)
 
 
-def test_epoch_lines_label_a_kl_weight_other_than_one_as_not_an_elbo(tmp_path, capsys):
-    train(tiny_config(tmp_path / "b", objective={"beta": 0.5}, train={"epochs": 1}))
+def test_every_output_labels_a_kl_weight_other_than_one_as_not_an_elbo(tmp_path, capsys):
+    run_dir = train(tiny_config(tmp_path / "b", objective={"beta": 0.5}, train={"epochs": 1}))
     assert "train beta=0.5 bound (not an ELBO)" in capsys.readouterr().out
+    (record,) = read_metrics(run_dir)
+    assert "train/elbo" not in record and record["train/bound_name"] == "beta=0.5 bound (not an ELBO)"
+    assert record["train/bound"] == pytest.approx(record["train/recon"] - 0.5 * record["train/kl"], rel=1e-6)
+    assert json.loads((run_dir / "summary.json").read_text())["train_bound"] == "beta=0.5 bound (not an ELBO)"
+    from aevb.plots import plot_training_curves
+
+    fig = plot_training_curves([record])
+    assert fig.axes[0].get_legend_handles_labels()[1][0] == "train: beta=0.5 bound (not an ELBO)"
     train(tiny_config(tmp_path / "w", objective={"warmup_steps": 1000}, train={"epochs": 1}))
     assert "train KL warm-up bound (not an ELBO)" in capsys.readouterr().out
     train(tiny_config(tmp_path / "e", train={"epochs": 1}))

@@ -300,7 +300,8 @@ def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
 def plot_training_curves(records: list[dict]):
     """Training curves from metrics.jsonl records, x = training examples seen, on a log axis.
 
-    Panels: the bound (train and validation, as AEVB figure 2), the reconstruction term
+    Panels: the bound (train and validation, as AEVB figure 2; a training bound that is not an
+    ELBO, e.g. beta != 1, is named in the legend), the reconstruction term
     E_q[log p(x|z)] and KL(q(z|x) || p(z)), all in nats per example.
     """
     plt = _pyplot()
@@ -311,11 +312,16 @@ def plot_training_curves(records: list[dict]):
               ("reconstruction E_q[log p(x|z)] (nats)", ["train/recon", "valid/recon"]),
               ("KL(q(z|x) || p(z)) (nats)", ["train/kl", "valid/kl"])]
     styles = {"train": dict(marker=".", lw=1.5), "valid": dict(marker="o", ms=3, lw=1.5, ls="--")}
+    # The training bound is logged as train/bound with its name (only beta = 1 is an ELBO);
+    # runs written before that have train/elbo only.
+    bound_key = "train/bound" if any("train/bound" in r for r in records) else "train/elbo"
+    names = [r["train/bound_name"] for r in records if isinstance(r.get("train/bound_name"), str)]
+    train_label = "train" if not names or names[-1] == "ELBO" else f"train: {names[-1]}"
     for ax, (ylabel, keys) in zip(axes, panels):
         for key in keys:
-            xs, ys = _series(records, key)
+            xs, ys = _series(records, bound_key if key == "train/elbo" else key)
             if xs:
-                ax.plot(xs, ys, label={"train": "train", "valid": "validation"}[key.split("/")[0]],
+                ax.plot(xs, ys, label={"train": train_label, "valid": "validation"}[key.split("/")[0]],
                         **styles[key.split("/")[0]])
         ax.set_xscale("log")
         xs = [x for line in ax.get_lines() for x in line.get_xdata()]

@@ -189,18 +189,19 @@ def end_epoch(ts: TrainState, run: Run, local_sums: torch.Tensor, examples: int,
     flush_sums(ts, run, local_sums)
     s, t = ts.sums, run.cfg.train
     ts.epoch, ts.batch, ts.sums = ts.epoch + 1, 0, [0.0, 0.0, 0.0, 0.0]
+    name = bound_label(run.cfg.objective, ts.step)
     record = {"step": ts.step, "epoch": ts.epoch, "examples": ts.epoch * len(run.splits.train),
-              "train/elbo": s[0] / s[3], "train/recon": s[1] / s[3], "train/kl": s[2] / s[3],
+              "train/bound": s[0] / s[3], "train/bound_name": name,
+              **({"train/elbo": s[0] / s[3]} if name == "ELBO" else {}),
+              "train/recon": s[1] / s[3], "train/kl": s[2] / s[3],
               "examples_per_s": examples / max(seconds, 1e-9), "time_s": ts.seconds,
               "lr": learning_rate(t, ts.epoch - 1, ts.lr_scale)}
     if t.eval_every == 0:
         record.update(validate_now(ts, run))
     run.log.write(record)
     if run.ctx.is_main:
-        o = run.cfg.objective
-        name = bound_label(o, ts.step)
         valid = f"  valid ELBO {record['valid/elbo']:9.3f} nats" if "valid/elbo" in record else ""
-        tqdm.write(f"epoch {ts.epoch:3d}/{t.epochs}  train {name} {record['train/elbo']:9.3f}{valid}  "
+        tqdm.write(f"epoch {ts.epoch:3d}/{t.epochs}  train {name} {record['train/bound']:9.3f}{valid}  "
                    f"(recon {record['train/recon']:.2f}, KL {record['train/kl']:.2f})  "
                    f"{record['examples_per_s']:,.0f} ex/s")
 
@@ -349,6 +350,7 @@ def finish(ts: TrainState, run: Run) -> None:
         if len(splits.test) else None
     write_json_atomic(run.run_dir / "summary.json", {
         "test": test, "epochs": ts.epoch, "steps": ts.step, "train_examples": len(splits.train),
+        "train_bound": bound_label(run.cfg.objective, ts.step),
         "best_valid_elbo": ts.best_valid if math.isfinite(ts.best_valid) else None, "best_step": ts.best_step,
         "stopped": ts.stopped, "train_seconds": ts.seconds})
     write_basic_plots(ts.model, splits, info, run.run_dir, run.cfg.train.seed)

@@ -33,6 +33,7 @@ def test_uint8_npy_is_8bit_and_scaled_by_255(tmp_path):
     (np.array([[0.0, 0.25], [0.5, 1.0], [0.75, 0.1]]), "unit_interval", None),
     (np.array([[-1.5, 2.0], [3.0, 0.5], [0.0, 7.25]]), "real", None),
     (np.array([[0.0, 17.0], [255.0, 3.0], [4.0, 5.0]]), "unit_interval", 256),  # integers 0..255 as floats
+    (np.array([[0, 16], [3, 7], [12, 9]], np.int64), "real", None),  # counts 0..16: no known range
 ])
 def test_support_is_inferred_from_the_values(tmp_path, values, support, levels):
     np.save(tmp_path / "v.npy", values)
@@ -133,3 +134,14 @@ def test_standardize_is_refused_for_image_data(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros((4, 3), np.uint8) + 7)
     with pytest.raises(ValueError, match="data.standardize is for real-valued data"):
         build_datasets(cfg(tmp_path / "a.npy", standardize=True), "gaussian")
+
+
+def test_max_value_scales_integer_data_that_are_not_8_bit(tmp_path):
+    """Digits written as integers 0..16 are scaled by the given maximum, not by 1/255."""
+    values = np.array([[0, 16], [3, 7], [12, 9], [16, 1]], np.int64)
+    np.save(tmp_path / "v.npy", values)
+    splits, info = build_datasets(cfg(tmp_path / "v.npy", binarize="none", max_value=16), "gaussian")
+    assert info.support == "unit_interval" and info.levels == 17
+    assert sorted_rows(splits.train) == sorted_rows(torch.as_tensor(values / 16.0, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"data.max_value = 10, but the values span \[0, 16\]"):
+        build_datasets(cfg(tmp_path / "v.npy", binarize="none", max_value=10), "gaussian")

@@ -45,6 +45,7 @@ class DataConfig:
     image_size: str = _f("", "image folders only: resize every image to HxW (e.g. 28x28)")
     dequantize: str = _f("none", "continuous likelihoods on 8-bit data", ("none", "uniform"))
     standardize: bool = _f(False, "subtract the training mean and divide by the training std (real data)")
+    max_value: float = _f(0.0, "your own files: divide by this value to scale into [0, 1] (0: inferred; uint8 or a maximum of 255 -> 255)")
     key: str = _f("", ".npz only: name of the array to use (empty: the only one, or images/x/data)")
     verify: bool = _f(True, "binarized-mnist: check the .amat files against the published SHA-1s")
 
@@ -268,7 +269,7 @@ def validate(cfg: RunConfig) -> RunConfig:
               ("train.threads", t.threads), ("train.eval_every", t.eval_every),
               ("train.checkpoint_every", t.checkpoint_every), ("train.early_stopping", t.early_stopping),
               ("train.max_nan_retries", t.max_nan_retries), ("objective.warmup_steps", o.warmup_steps),
-              ("train.keep_checkpoints", t.keep_checkpoints)]
+              ("train.keep_checkpoints", t.keep_checkpoints), ("data.max_value", cfg.data.max_value)]
     problems += [f"{k} = {v!r}: must be >= 0" for k, v in nonneg if v < 0]
     for k, v in (("data.valid_fraction", cfg.data.valid_fraction), ("data.test_fraction", cfg.data.test_fraction)):
         if not 0 <= v < 1:

@@ -1,10 +1,12 @@
 """The user's own data: a ``.npy``/``.npz`` array, a folder of images, or a CSV table.
 
 The kind of values is inferred from the data (``infer_range``):
-  - only 0 and 1                      -> binary (kept as is);
-  - integers in 0..255 (uint8 or not) -> 8-bit: scaled by 1/255 into [0, 1], 256 levels;
-  - anything else within [0, 1]       -> unit_interval (kept as is);
-  - otherwise                         -> real (unscaled; ``data.standardize`` optional).
+  - only 0 and 1                                -> binary (kept as is);
+  - uint8, or integers in 0..255 reaching 255   -> 8-bit: scaled by 1/255 into [0, 1], 256 levels;
+  - anything else within [0, 1]                 -> unit_interval (kept as is);
+  - otherwise (e.g. integer counts 0..16)       -> real (unscaled; ``data.standardize`` optional).
+``data.max_value = M`` overrides the inference: x / M in [0, 1] (M + 1 levels for integer data), e.g.
+M = 16 for scikit-learn's 0..16 digits written to a CSV.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def infer_range(x: np.ndarray) -> dict:
     integer = np.issubdtype(x.dtype, np.integer) or bool(np.all(np.mod(finite, 1) == 0))
     if integer and lo >= 0 and hi <= 1:
         return {"max_value": 1.0, "levels": 2, "binary": True}
-    if integer and lo >= 0 and hi <= 255:
+    if integer and lo >= 0 and hi <= 255 and (x.dtype == np.uint8 or hi == 255):
         return {"max_value": 255.0, "levels": 256, "binary": False}
     if lo >= 0 and hi <= 1:
         return {"max_value": 1.0, "levels": None, "binary": False}
@@ -55,6 +57,21 @@ def read_npy_npz(path: Path, data_cfg) -> RawDataset:
 
 
 def read_user_data(path: Path, data_cfg) -> RawDataset:
+    """Read the user's file or folder; ``data.max_value`` (if > 0) replaces the inferred range."""
+    raw = _read_user_data(path, data_cfg)
+    max_value = float(getattr(data_cfg, "max_value", 0.0) or 0.0)
+    if max_value > 0:
+        x = raw.x[np.isfinite(raw.x)] if np.issubdtype(raw.x.dtype, np.floating) else raw.x
+        if x.size and (float(x.min()) < 0 or float(x.max()) > max_value):
+            raise ValueError(f"{path}: data.max_value = {max_value:g}, but the values span "
+                             f"[{float(x.min()):g}, {float(x.max()):g}]; they must lie in [0, {max_value:g}]")
+        integer = np.issubdtype(raw.x.dtype, np.integer) or bool(np.all(np.mod(x, 1) == 0))
+        raw.max_value = max_value
+        raw.levels = int(max_value) + 1 if integer and max_value.is_integer() else None
+    return raw
+
+
+def _read_user_data(path: Path, data_cfg) -> RawDataset:
     """Dispatch on the path: folder -> images, .npy/.npz -> array, .csv/.tsv/.txt -> table."""
     if path.is_dir():
         from .images import read_image_folder

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from aevb.checkpoint import (find_checkpoint, flatten_optimizer_state, list_checkpoints, read_state, read_tensors,
-                             save_checkpoint, unflatten_optimizer_state)
+from aevb.checkpoint import (CheckpointError, find_checkpoint, flatten_optimizer_state, list_checkpoints, load_run,
+                             read_state, read_tensors, save_checkpoint, unflatten_optimizer_state)
 from aevb.config import TrainConfig
 from aevb.optim import build_optimizer
 from aevb.train import train
@@ -72,3 +72,47 @@ def test_a_half_written_checkpoint_is_never_picked(tmp_path):
     save_checkpoint(tmp_path / "checkpoints" / "step-00000001", {"model.w": torch.zeros(2)}, {"step": 1})
     assert torch.equal(read_tensors(find_checkpoint(tmp_path))["model.w"], torch.zeros(2))
     assert not (tmp_path / "checkpoints" / "step-00000001.old").exists()
+
+
+def fake_run(tmp_path, steps=(1, 2), best=False):
+    for step in steps:
+        save_checkpoint(tmp_path / "checkpoints" / f"step-{step:08d}", {"model.w": torch.full((2,), float(step))},
+                        {"step": step})
+    if best:
+        save_checkpoint(tmp_path / "checkpoints" / "best", {"model.w": torch.zeros(2)}, {"step": 0})
+    return tmp_path
+
+
+def test_which_accepts_last_best_and_step_n_only(tmp_path):
+    run = fake_run(tmp_path, best=True)
+    assert find_checkpoint(run, "last").name == "step-00000002"
+    assert find_checkpoint(run, "best").name == "best"
+    assert find_checkpoint(run, "step-1").name == "step-00000001"
+    assert find_checkpoint(run, "step-00000002").name == "step-00000002"
+    for bad in ("lats", "step-x", "bestest", ""):
+        with pytest.raises(CheckpointError) as e:
+            find_checkpoint(run, bad)
+        message = str(e.value)
+        assert f"unknown checkpoint {bad!r}" in message and "last, best or step-N" in message
+        assert "step-00000001, step-00000002, best" in message  # the checkpoints present
+    with pytest.raises(CheckpointError, match=r"checkpoints/step-7 has no weights.safetensors \(checkpoints present: step-00000001"):
+        find_checkpoint(run, "step-7")
+
+
+def test_which_best_without_a_best_checkpoint_says_so(tmp_path):
+    run = fake_run(tmp_path)
+    with pytest.raises(CheckpointError) as e:
+        find_checkpoint(run, "best")
+    assert "no best checkpoint" in str(e.value) and "validation" in str(e.value) and "--which last" in str(e.value)
+
+
+def test_load_run_refuses_a_damaged_state_json(tmp_path):
+    run_dir = train(tiny_config(tmp_path, train={"epochs": 1}))
+    load_run(run_dir)  # intact: loads
+    last = find_checkpoint(run_dir)
+    (last / "state.json").write_text('{"step": 3, ')
+    with pytest.raises(CheckpointError, match=f"cannot read {last / 'state.json'}"):
+        load_run(run_dir)
+    (last / "state.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="expected a JSON object"):
+        load_run(run_dir)

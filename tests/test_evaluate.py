@@ -240,14 +240,38 @@ def test_evaluate_command_prints_a_table_and_saves_json(trained):
     for word in ("ELBO", "log p(x)", "K=30", "bits/dim", "active units", "/4", "dynamic", "seed 9"):
         assert word in r.stdout, word
     saved = json.loads((run_dir / "eval.json").read_text())
-    assert saved == json.loads((run_dir / "eval-test-k30.json").read_text())
+    assert saved == {"test": json.loads((run_dir / "eval-test-k30.json").read_text())}
     _, model, info, splits = trained
     again = evaluate(model, splits.test, info, k=30, seed=9, progress=False)
-    assert saved["log_px"] == pytest.approx(again["log_px"], abs=1e-9)
-    r = run_cli("evaluate", run_dir, "--k", "30", "--seed", "9", "--json", "--split", "valid")
+    assert saved["test"]["log_px"] == pytest.approx(again["log_px"], abs=1e-9)
+    r = run_cli("evaluate", run_dir, "--k", "5", "--seed", "9", "--json", "--split", "valid")
     assert r.returncode == 0, r.stderr
     printed = json.loads(r.stdout)
     assert printed["split"] == "valid" and printed["n"] == len(splits.valid)
+    # eval.json keeps the latest evaluation of each split: the valid run did not replace the test one
+    both = json.loads((run_dir / "eval.json").read_text())
+    assert both == {"test": saved["test"], "valid": json.loads((run_dir / "eval-valid-k5.json").read_text())}
+
+
+def test_an_older_flat_eval_json_is_kept_under_its_split(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    (run / "eval.json").write_text(json.dumps({"split": "train", "n": 3, "log_px": -1.0}))
+    r = run_cli("evaluate", run, "--k", "3")
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((run / "eval.json").read_text())
+    assert sorted(saved) == ["test", "train"] and saved["train"]["log_px"] == -1.0 and saved["test"]["k"] == 3
+
+
+def test_evaluate_score_and_encode_default_to_the_auto_device():
+    from aevb.cli import build_parser
+
+    parser = build_parser()
+    for command in ("evaluate", "score", "encode"):
+        args = parser.parse_args([command, "RUN", "--out", "x.csv"] if command != "evaluate" else [command, "RUN"])
+        assert args.device == "auto", command
 
 
 def test_evaluate_command_explains_missing_run_corrupt_checkpoint_and_bad_split(trained, tmp_path):

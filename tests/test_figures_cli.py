@@ -58,12 +58,28 @@ def test_reconstruct_shows_n_examples_of_the_split_beside_their_reconstructions(
     (["reconstruct", "{run}", "-n", "4", "--out", "{tmp}/x.jpg"], "must end in .png"),
     (["plot", "{missing}"], "does not exist"),
     (["report", "{missing}"], "does not exist"),
+    (["reconstruct", "{run}", "-n", "1000", "--split", "valid", "--out", "{tmp}/x.png"],
+     "-n 1000: the valid split of digits has only 162 examples"),
+    (["sample", "{run}", "--which", "latest", "--out", "{tmp}/x.png"], "unknown checkpoint 'latest'"),
 ])
 def test_bad_input_gives_a_one_line_error(run_dir, tmp_path, capsys, argv, message):
     argv = [a.format(missing=tmp_path / "nope", run=run_dir, tmp=tmp_path) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"aevb {argv[0]}: error:") and message in err and "\n" not in err
+
+
+def test_sample_and_reconstruct_write_into_run_dir_plots_by_default(run_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    shutil.rmtree(run / "plots")
+    assert main(["sample", str(run), "-n", "6"]) == 0
+    assert main(["reconstruct", str(run), "-n", "5"]) == 0
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["reconstructions.png", "samples.png"]
+    assert grid_cells(run / "plots" / "samples.png") == [(2, 3)]
+    assert grid_cells(run / "plots" / "reconstructions.png") == [(1, 5), (1, 5)]
 
 
 def test_corrupt_checkpoint_is_reported_with_its_file(run_dir, tmp_path, capsys):

@@ -4,6 +4,7 @@ decode to PNGs), escaped, with the evaluation table; opened in headless Chromium
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -123,16 +124,60 @@ def test_everything_from_the_run_is_html_escaped():
     assert "&lt;script&gt;" in page_text and "&lt;img src=x onerror=y&gt;" in page_text
 
 
-def test_report_falls_back_to_saved_pngs_when_the_checkpoint_is_damaged(run_dir, tmp_path):
+def test_report_falls_back_to_saved_pngs_when_the_checkpoint_is_damaged(run_dir, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     for w in run.glob("checkpoints/*/weights.safetensors"):
         w.write_bytes(b"damaged")
     out = tmp_path / "r.html"
-    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert main(["report", str(run), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aevb report: warning: the model could not be loaded")
+    assert "weights.safetensors" in err[0]
     page = Page(out.read_text(encoding="utf-8"))
     assert len([a for t, a in page.tags if t == "img"]) == len(list((run / "plots").glob("*.png"))) == 6
     assert any("could not be loaded" in s and "weights.safetensors" in s for s in page.text)
+
+
+def test_report_with_a_damaged_config_json_is_written_but_warns_and_exits_1(run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "config.json").write_text("{not json")
+    out = tmp_path / "r.html"
+    assert main(["report", str(run), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"aevb report: warning: {run / 'config.json'} could not be read" in err and "Traceback" not in err
+    page = Page(out.read_text(encoding="utf-8"))
+    assert any("config.json could not be read" in t for t in page.text)
+    assert next(r for r in page.rows if r[0].startswith("summary.json (test"))  # the rest of the page is there
+
+
+def test_report_shows_per_split_eval_json_test_first_and_the_training_bound(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["train_bound"] = "beta=4 bound (not an ELBO)"
+    (run / "summary.json").write_text(json.dumps(summary))
+    ev = {"train": {"split": "train", "n": 1437, "log_px": -24.5, "k": 5, "by_label": {"0": {"n": 3}}},
+          "test": {"split": "test", "n": 180, "log_px": -25.93, "k": 20}}
+    (run / "eval.json").write_text(json.dumps(ev))
+    out = tmp_path / "r.html"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    grid = text[text.index("<table class='grid'>"):]
+    grid = grid[:grid.index("</table>")]
+    cells = [re.findall(r"<t[hd]>(.*?)</t[hd]>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", grid)]  # empty cells kept
+    header, rows = cells[0], {c[0]: c for c in cells[1:]}
+    assert list(rows) == ["summary.json (test, end of training)", "eval.json (test)", "eval.json (train)"]
+    assert header[1] == "training bound"
+    assert rows["summary.json (test, end of training)"][1] == "beta=4 bound (not an ELBO)"
+    assert rows["eval.json (test)"][header.index("log p(x) (nats)")] == "-25.93"
+    assert rows["eval.json (train)"][header.index("n")] == "1,437"
+
+
+def test_report_without_train_bound_has_no_bound_column(report):
+    header = next(r for r in Page(report.read_text(encoding="utf-8")).rows if r[0] == "source")
+    assert "training bound" not in header
 
 
 CHECK_SCRIPT = """<script>

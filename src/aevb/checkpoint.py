@@ -124,18 +124,32 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def find_checkpoint(run_dir: str | Path, which: str = "last") -> Path:
-    """The checkpoint folder ``which`` ("last", "best" or "step-N") of a run directory."""
+    """The checkpoint folder ``which`` ("last", "best" or "step-N") of a run directory.
+
+    Raises CheckpointError for any other name, a missing ``best`` (no validation split) or step.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
-    if which == "best" and (run_dir / "checkpoints" / "best" / "weights.safetensors").exists():
-        return run_dir / "checkpoints" / "best"
-    if which.startswith("step-"):
-        p = run_dir / "checkpoints" / which
-        if not (p / "weights.safetensors").exists():
-            raise CheckpointError(f"{p} has no weights.safetensors")
-        return p
     found = list_checkpoints(run_dir)
+    present = ", ".join([p.name for p in found] + (["best"] if (run_dir / "checkpoints" / "best" /
+                                                                "weights.safetensors").exists() else [])) or "none"
+    valid_step = which.startswith("step-") and which[len("step-"):].isdigit()
+    if which not in ("last", "best") and not valid_step:
+        raise CheckpointError(f"unknown checkpoint {which!r}: use last, best or step-N "
+                              f"(checkpoints in {run_dir}: {present})")
+    if which == "best":
+        p = run_dir / "checkpoints" / "best"
+        if not (p / "weights.safetensors").exists():
+            raise CheckpointError(f"{run_dir} has no best checkpoint ({p}; was there no validation split?); "
+                                  f"use --which last (checkpoints present: {present})")
+        return p
+    if valid_step:
+        step = int(which[len("step-"):])
+        p = next((c for c in found if int(c.name.split("-")[1]) == step), run_dir / "checkpoints" / which)
+        if not (p / "weights.safetensors").exists():
+            raise CheckpointError(f"{p} has no weights.safetensors (checkpoints present: {present})")
+        return p
     if not found:
         raise CheckpointError(f"{run_dir} has no checkpoint (expected {run_dir}/checkpoints/step-*/weights.safetensors)")
     return found[-1]
@@ -180,6 +194,9 @@ def load_run(run_dir: str | Path, which: str = "last", device: str | torch.devic
         raise CheckpointError(f"cannot read {run_dir / 'data.json'}: {e}") from None
     model = build_model(cfg.model, info)
     ckpt = find_checkpoint(run_dir, which)
+    state = read_state(ckpt)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"cannot read {ckpt / 'state.json'}: expected a JSON object, found {type(state).__name__}")
     tensors = read_tensors(ckpt)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # (key, column heading) of the evaluation table, in this order; other keys follow as they come.
-EVAL_COLUMNS = [("n", "n"), ("elbo", "ELBO (nats)"), ("elbo_se", "± s.e."), ("recon", "E_q log p(x|z)"),
+EVAL_COLUMNS = [("train_bound", "training bound"), ("n", "n"), ("elbo", "ELBO (nats)"), ("elbo_se", "± s.e."), ("recon", "E_q log p(x|z)"),
                 ("kl", "KL(q||p)"), ("log_px", "log p(x) (nats)"), ("log_px_se", "± s.e."), ("k", "k"),
                 ("bits_per_dim", "bits/dim"), ("active_units", "active units")]
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -45,6 +45,7 @@ class Report:
     last_metrics: dict = field(default_factory=dict)
     figures: list = field(default_factory=list)        # [(name, png bytes)]
     notes: list = field(default_factory=list)
+    problems: list = field(default_factory=list)       # damaged inputs: the page is partial (the CLI warns)
 
 
 def _esc(x) -> str:
@@ -133,31 +134,47 @@ def _figure(name: str, png: bytes) -> str:
             f"<figcaption><b>{_esc(name)}</b>: {_esc(caption)}</figcaption></figure>")
 
 
-def _read_json(path: Path, notes: list):
+def _read_json(path: Path, notes: list, problems: list | None = None):
     if not path.exists():
         return None
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         notes.append(f"{path.name} could not be read: {e}")
+        if problems is not None:
+            problems.append(f"{path} could not be read: {e}")
         return None
 
 
+def _eval_splits(ev: dict) -> list:
+    """(split, values) pairs of eval.json, test first: per-split {"test": {...}} or one flat result."""
+    if isinstance(ev.get("split"), str) or not any(isinstance(v, dict) for v in ev.values()):
+        flat = {k: v for k, v in ev.items() if not isinstance(v, (dict, list))}
+        return [(flat.get("split"), flat)] if flat else []
+    nested = [(k, v) for k, v in ev.items() if isinstance(v, dict)]
+    return sorted(nested, key=lambda kv: (kv[0] != "test", kv[0] != "valid"))
+
+
 def eval_rows(run_dir: Path, notes: list) -> list:
-    """Rows for the evaluation table from summary.json ({"test": {...}}) and eval.json (flat or per split)."""
+    """Rows for the evaluation table from summary.json ({"test": {...}, "train_bound": "ELBO", ...})
+    and eval.json (per split, {"test": {...}, "train": {...}}, or one flat result); test rows first.
+
+    ``train_bound`` (the name of the bound trained on, e.g. "ELBO" or "beta=4 bound (not an ELBO)")
+    is shown in the summary rows when summary.json has it.
+    """
     rows = []
     summary = _read_json(run_dir / "summary.json", notes)
     if isinstance(summary, dict):
-        for split, values in summary.items():
+        bound = summary.get("train_bound")
+        bound = {"train_bound": bound} if isinstance(bound, str) and bound else {}
+        for split, values in sorted(summary.items(), key=lambda kv: kv[0] != "test"):
             if isinstance(values, dict):
-                rows.append((f"summary.json ({split}, end of training)", values))
+                rows.append((f"summary.json ({split}, end of training)", {**bound, **values}))
     ev = _read_json(run_dir / "eval.json", notes)
     if isinstance(ev, dict):
-        nested = {k: v for k, v in ev.items() if isinstance(v, dict)}
-        flat = {k: v for k, v in ev.items() if not isinstance(v, (dict, list))}
-        if flat:
-            rows.append(("eval.json" + (f" ({flat['split']})" if "split" in flat else ""), flat))
-        rows += [(f"eval.json ({k})", v) for k, v in nested.items()]
+        for split, values in _eval_splits(ev):
+            values = {k: v for k, v in values.items() if not isinstance(v, (dict, list))}
+            rows.append(("eval.json" + (f" ({split})" if split else ""), values))
     return rows
 
 
@@ -172,11 +189,13 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
     if not run_dir.is_dir():
         raise OSError(f"run directory {run_dir} does not exist")
     notes: list = []
-    config = _read_json(run_dir / "config.json", notes) or {}
-    data = _read_json(run_dir / "data.json", notes) or {}
+    problems: list = []
+    config = _read_json(run_dir / "config.json", notes, problems) or {}
+    data = _read_json(run_dir / "data.json", notes, problems) or {}
     records = read_metrics(run_dir / "metrics.jsonl")
     report = Report(title=f"aevb run {run_dir.resolve().name}", version=__version__, config=config, data=data,
-                    eval_rows=eval_rows(run_dir, notes), last_metrics=records[-1] if records else {}, notes=notes)
+                    eval_rows=eval_rows(run_dir, notes), last_metrics=records[-1] if records else {}, notes=notes,
+                    problems=problems)
     try:
         from .commands.plot import load_context
         from .figures import BASIC, draw_figures
@@ -185,14 +204,22 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
         report.figures = [(n, figure_png(f)) for n, f in draw_figures(ctx, BASIC + ("sample_draws",))]
     except (RuntimeError, ValueError, OSError, KeyError) as e:
         notes.append(f"figures taken from {run_dir / 'plots'}: the model could not be loaded ({e})")
+        problems.append(f"the model could not be loaded ({e}); figures taken from {run_dir / 'plots'}")
         report.figures = [(p.stem, p.read_bytes()) for p in sorted((run_dir / "plots").glob("*.png"))]
     return report
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, which: str = "last", seed: int = 0) -> Path:
     """Write the report of ``run_dir`` to ``out`` (default RUN_DIR/report.html); returns the path."""
-    page = render_html(gather_report(run_dir, which, seed))
+    return write_report_checked(run_dir, out, which, seed)[0]
+
+
+def write_report_checked(run_dir: str | Path, out: str | Path | None = None, which: str = "last",
+                         seed: int = 0) -> tuple[Path, list]:
+    """``write_report`` that also returns the problems found (damaged checkpoint or JSON files):
+    the page is written all the same, partial, with notes saying what is missing."""
+    report = gather_report(run_dir, which, seed)
     out = Path(out) if out else Path(run_dir) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    out.write_text(render_html(report), encoding="utf-8")
+    return out, report.problems

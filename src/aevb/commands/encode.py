@@ -2,7 +2,8 @@
 when known), in the row order of the input, saved as a numeric .npz (arrays mu, log_var, labels;
 no pickle) or, for a --out ending in .csv, a CSV with columns mu_0.., log_var_0.. [, label].
 
-Examples are encoded as prepared by the run's data settings but without binarization (the
+With ``--data`` every row is encoded in input order by default (``--split all``); without it, the
+run's test split. Examples are encoded as prepared by the run's data settings but without binarization (the
 posterior of the pixel intensities). See docs/evaluation.md.
 """
 
@@ -15,20 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .evaluate import SPLITS, load, load_data
+from .evaluate import DEVICE_HELP, DEVICES, WHICH_HELP, add_data_arguments, data_split, load, load_data
 
 HELP = "posterior means and log-variances of a data set under a trained run (.npz)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `aevb train`")
-    parser.add_argument("--which", default="last", help="checkpoint: last, best or step-N (default: last)")
-    parser.add_argument("--data", default=None, help="named data set or path (default: the run's data set)")
-    parser.add_argument("--data-dir", default=None, help="folder holding the data set's files")
-    parser.add_argument("--split", default="test", choices=SPLITS, help="split of --data to encode (default: test)")
+    parser.add_argument("--which", default="last", help=WHICH_HELP)
+    add_data_arguments(parser, "encode")
     parser.add_argument("--out", required=True,
                         help="file to write: .npz (arrays mu, log_var[, labels]) or .csv (mu_0.., log_var_0..[, label])")
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="device (default: cpu)")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's default)")
 
 
@@ -49,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".npz", ".csv"):
         raise ValueError(f"--out {args.out}: unknown file type {suffix or '(none)'}; use a name ending in .npz or .csv")
-    cfg, model, _ = load(args)
+    split = data_split(args)
+    cfg, model, run_info = load(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    x, labels, info = load_data(cfg, model, args.data, args.split, args.data_dir)
+    x, labels, info = load_data(cfg, model, args.data, split, args.data_dir, run_info)
     mu, log_var = encode(model, x)
     arrays = {"mu": mu.numpy(), "log_var": log_var.numpy()}
     if labels is not None:
@@ -62,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         np.savez(args.out, **arrays)
     print(f"wrote mu and log_var ({len(x)} x {mu.shape[1]}){' and labels' if labels is not None else ''} "
-          f"of {info.name} {args.split} to {args.out}")
+          f"of {info.name} ({split} rows) to {args.out}")
     return 0

@@ -1,8 +1,8 @@
 """Evaluate a trained run: ELBO, log p(x) by the importance-weighted bound L_K (K=5000 by default,
 Burda et al. 2016), bits/dim, active units, on one split, deterministic for --seed.
 
-Prints a table and saves ``eval-<split>-k<K>.json`` and ``eval.json`` (the latest) in the run
-directory; ``--json`` prints the JSON instead of the table. See docs/evaluation.md.
+Prints a table and saves ``eval-<split>-k<K>.json`` and ``eval.json`` (the latest evaluation of
+each split: {"test": {...}, "train": {...}}) in the run directory; ``--json`` prints the JSON instead of the table. See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -12,10 +12,15 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 HELP = "estimate log p(x) (IWAE bound, K=5000), ELBO, bits/dim and active units of a trained run"
 SPLITS = ("train", "valid", "test")
+DATA_SPLITS = ("all",) + SPLITS
+WHICH_HELP = "checkpoint: last, best or step-N (default: last)"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICE_HELP = "device: auto (cuda, then mps, then cpu), cpu, cuda or mps (default: auto)"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +29,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
     e = EvalConfig()
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `aevb train`")
-    parser.add_argument("--which", default="last", help="checkpoint: last, best or step-N (default: last)")
+    parser.add_argument("--which", default="last", help=WHICH_HELP)
     parser.add_argument("--k", type=int, default=e.k, help=f"importance samples per example (default: {e.k})")
     parser.add_argument("--seed", type=int, default=e.seed, help=f"seed of binarization and sampling (default: {e.seed})")
     parser.add_argument("--memory-mb", type=int, default=e.memory_mb,
                         help=f"memory budget of one block of work (default: {e.memory_mb})")
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="device (default: cpu)")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads, each evaluating whole chunks (default 0: torch's thread count)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -53,15 +58,35 @@ def load(args: argparse.Namespace):
     return load_run(args.run_dir, which=args.which, device=resolve_device(args.device))
 
 
-def load_data(cfg, model, name: str | None, split: str, data_dir: str | None = None):
+def add_data_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--data, --data-dir and --split (shared by score and encode)."""
+    parser.add_argument("--data", default=None, help="named data set or path (default: the run's data set)")
+    parser.add_argument("--data-dir", default=None, help="folder holding the data set's files")
+    parser.add_argument("--split", default=None, choices=DATA_SPLITS,
+                        help=f"rows to {verb}: all (every row, in input order, unshuffled) or one split of the "
+                             "run's seeded train/valid/test split (default: all with --data, else test)")
+
+
+def data_split(args: argparse.Namespace) -> str:
+    """The --split of score/encode: as given, else "all" for --data and "test" for the run's data."""
+    return args.split or ("all" if args.data else "test")
+
+
+def load_data(cfg, model, name: str | None, split: str, data_dir: str | None = None, run_info=None):
     """(x, labels, info) of ``split`` of the run's data set, or of the data set ``name`` (a named set or
-    a path) prepared with the run's data settings; checked against the model's input size."""
+    a path) prepared with the run's data settings; checked against the model's input size.
+
+    ``split = "all"`` gives every row in input order (no shuffle, no split; see ``load_all_rows``).
+    """
     from ..data import build_datasets
 
     changes = {k: v for k, v in (("name", name), ("data_dir", data_dir)) if v}
     data_cfg = dataclasses.replace(cfg.data, **changes)
-    splits, info = build_datasets(data_cfg, cfg.model.likelihood)
-    x, labels = splits.get(split)
+    if split == "all":
+        x, labels, info = load_all_rows(data_cfg, cfg.model.likelihood, run_info)
+    else:
+        splits, info = build_datasets(data_cfg, cfg.model.likelihood)
+        x, labels = splits.get(split)
     expected = model.likelihood_module.num_dims
     if info.num_dims != expected:
         raise ValueError(f"{data_cfg.name}: examples have {info.num_dims} values (shape {info.shape}), but the "
@@ -69,6 +94,39 @@ def load_data(cfg, model, name: str | None, split: str, data_dir: str | None = N
     if len(x) == 0:
         raise ValueError(f"{data_cfg.name}: the {split} split is empty; choose another --split")
     return x, labels, info
+
+
+def load_all_rows(data_cfg, likelihood: str, run_info=None):
+    """(x, labels, info): every row of ``data_cfg.name`` in input order, unshuffled and unsplit.
+
+    The values are prepared as ``build_datasets`` prepares a split (scaling to [0, 1], static
+    binarization or dequantization seeded by ``data_cfg.split_seed``); with ``data.standardize`` the
+    *run's* training mean and std (``run_info.standardization``) are applied: x_model = (x - mean) / std.
+    A named set with fixed splits gives its rows in the order main rows, then valid, then test.
+    """
+    from ..data import DataInfo, load_raw
+    from ..data.checks import check_raw
+    from ..data.transforms import to_model_values
+
+    raw = load_raw(data_cfg)
+    check_raw(raw, data_cfg.name)
+    parts = [(raw.x, raw.y)] + [raw.fixed_splits[s] for s in ("valid", "test") if s in raw.fixed_splits]
+    num_dims = int(np.prod(raw.shape))
+    x = np.concatenate([np.asarray(p[0]).reshape(len(p[0]), num_dims) for p in parts])
+    y = None if any(p[1] is None for p in parts) else np.concatenate([np.asarray(p[1]) for p in parts])
+    empty = (x[:0], None)
+    values, meta = to_model_values({"train": (x, y), "valid": empty, "test": empty}, raw,
+                                   dataclasses.replace(data_cfg, standardize=False), likelihood)
+    x_model = values["train"]
+    stats = getattr(run_info, "standardization", None) if data_cfg.standardize else None
+    if stats and len(stats["mean"]) == num_dims:
+        x_model = (x_model - torch.tensor(stats["mean"])) / torch.tensor(stats["std"])
+        meta["standardization"] = stats
+    labels = None if y is None else torch.as_tensor(y, dtype=torch.int64)
+    info = DataInfo(name=data_cfg.name, shape=tuple(raw.shape), num_dims=num_dims, levels=raw.levels,
+                    sizes={"all": len(x)}, split="all rows in input order (no shuffle)", source=raw.source,
+                    label_names=raw.label_names, **meta)
+    return x_model, labels, info
 
 
 def format_table(r: dict, run_dir: str, which: str) -> str:
@@ -85,6 +143,24 @@ def format_table(r: dict, run_dir: str, which: str) -> str:
     return "\n".join(f"  {name:<13} {value}" for name, value in rows)
 
 
+def merge_latest(path: Path, result: dict) -> dict:
+    """eval.json's new content: {split: latest result of that split}, keeping the other splits.
+
+    An unreadable file or one in the older flat layout (one result) is kept as far as it can be.
+    """
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        old = {}
+    if not isinstance(old, dict):
+        old = {}
+    if isinstance(old.get("split"), str):  # older flat layout: one result
+        old = {old["split"]: old}
+    merged = {k: v for k, v in old.items() if k in SPLITS and isinstance(v, dict)}
+    merged[result["split"]] = result
+    return merged
+
+
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import write_json_atomic
     from ..evaluate import evaluate
@@ -96,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     result["checkpoint"] = args.which
     run_dir = Path(args.run_dir)
     write_json_atomic(run_dir / f"eval-{args.split}-k{args.k}.json", result)
-    write_json_atomic(run_dir / "eval.json", result)
+    write_json_atomic(run_dir / "eval.json", merge_latest(run_dir / "eval.json", result))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

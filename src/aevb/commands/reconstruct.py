@@ -17,7 +17,8 @@ HELP = "reconstruct examples of a split into a PNG (data beside reconstruction)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `aevb train`")
     parser.add_argument("-n", type=int, default=50, help="number of examples (default: 50)")
-    parser.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
+    parser.add_argument("--out", default=None, metavar="FILE.png",
+                        help="PNG file to write (default: RUN_DIR/plots/reconstructions.png)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split (default: test)")
     parser.add_argument("--which", default="last", help="checkpoint: last, best or step-N (default: last)")
 
@@ -28,12 +29,15 @@ def run(args: argparse.Namespace) -> int:
     from ..figures import choose_cmap, to_display
     from ..plots import plot_reconstructions, save_figure
 
-    out = check_png_args(args.n, args.out)
     cfg, model, info = load_run(args.run_dir, which=args.which)
+    out = check_png_args(args.n, args.out, args.run_dir, "reconstructions.png")
     splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
     x, _ = splits.get(args.split)
     if len(x) == 0:
         raise ValueError(f"the {args.split} split of {info.name} is empty; choose another --split")
+    if args.n > len(x):
+        raise ValueError(f"-n {args.n}: the {args.split} split of {info.name} has only {len(x)} examples; "
+                         f"use -n {len(x)} or less, or another --split")
     x = x[:args.n]
     ncols = min(10, len(x))
     save_figure(plot_reconstructions(to_display(model, x), to_display(model, model.reconstruct(x)), info.shape, ncols=ncols, cmap=choose_cmap(splits.train)),

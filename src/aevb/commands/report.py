@@ -2,11 +2,16 @@
 data description, training curves, every figure (embedded as base64 PNG), the resolved
 configuration and the aevb version. It opens from disk in any browser, with no server and no
 network: no scripts, no external resources.
+
+When the checkpoint, config.json or data.json is damaged the page is still written (with the
+figures already in RUN_DIR/plots and a note), a warning ``aevb report: warning: ...`` goes to
+stderr and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "write a self-contained HTML report of a run"
 
@@ -19,7 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from ..report import write_report_checked
 
-    print(write_report(args.run_dir, args.out, args.which, args.seed))
-    return 0
+    out, problems = write_report_checked(args.run_dir, args.out, args.which, args.seed)
+    print(out)
+    for problem in problems:
+        print(f"aevb report: warning: {problem}; the report is partial", file=sys.stderr)
+    return 1 if problems else 0

@@ -17,16 +17,20 @@ HELP = "draw samples from the prior of a trained model into a PNG"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `aevb train`")
     parser.add_argument("-n", type=int, default=100, help="number of samples (default: 100)")
-    parser.add_argument("--out", required=True, metavar="FILE.png", help="PNG file to write")
+    parser.add_argument("--out", default=None, metavar="FILE.png",
+                        help="PNG file to write (default: RUN_DIR/plots/samples.png)")
     parser.add_argument("--seed", type=int, default=0, help="seed of z ~ p(z) and of the draws (default: 0)")
     parser.add_argument("--draws", action="store_true", help="show x ~ p(x|z) instead of the mean of p(x|z)")
     parser.add_argument("--which", default="last", help="checkpoint: last, best or step-N (default: last)")
 
 
-def check_png_args(n: int, out: str) -> Path:
-    """Refuse a non-positive count or an output that is not a .png file."""
+def check_png_args(n: int, out: str | None, run_dir: str = "", default: str = "") -> Path:
+    """Refuse a non-positive count or an output that is not a .png file; ``out`` None means
+    RUN_DIR/plots/``default``."""
     if n < 1:
         raise ValueError(f"-n must be a positive number of images, got {n}")
+    if out is None:
+        out = str(Path(run_dir) / "plots" / default)
     path = Path(out)
     if path.suffix.lower() != ".png":
         raise ValueError(f"--out {out}: the file name must end in .png")
@@ -42,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data import build_datasets
     from ..plots import plot_samples, save_figure
 
-    out = check_png_args(args.n, args.out)
     cfg, model, info = load_run(args.run_dir, which=args.which)
+    out = check_png_args(args.n, args.out, args.run_dir, "samples.png")
     splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
     g = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)  # x ~ p(x|z) uses the global generator

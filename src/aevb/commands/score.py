@@ -2,7 +2,9 @@
 in nats, written as CSV in the row order of the input (lower = more unusual).
 
 ``--data`` takes a named data set or a path; it is prepared with the run's data settings
-(scaling, binarization). See docs/evaluation.md.
+(scaling, binarization) and, by default, every row is scored in input order (``--split all``):
+``index`` is the row number of the input. Without ``--data`` the run's test split is scored
+(``index`` counts within the split). See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -11,16 +13,14 @@ import argparse
 import csv
 from pathlib import Path
 
-from .evaluate import SPLITS, add_common_arguments, load, load_data
+from .evaluate import add_common_arguments, add_data_arguments, data_split, load, load_data
 
 HELP = "per-example log p(x) and ELBO of a data set under a trained run (CSV, input row order)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
-    parser.add_argument("--data", default=None, help="named data set or path (default: the run's data set)")
-    parser.add_argument("--data-dir", default=None, help="folder holding the data set's files")
-    parser.add_argument("--split", default="test", choices=SPLITS, help="split of --data to score (default: test)")
+    add_data_arguments(parser, "score")
     parser.add_argument("--out", required=True, help="CSV file to write: index,log_px,elbo[,label]")
 
 
@@ -37,10 +37,11 @@ def write_scores(path: str | Path, log_px, elbo, labels=None) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import score_examples
 
-    cfg, model, _ = load(args)
-    x, labels, info = load_data(cfg, model, args.data, args.split, args.data_dir)
+    split = data_split(args)
+    cfg, model, run_info = load(args)
+    x, labels, info = load_data(cfg, model, args.data, split, args.data_dir, run_info)
     if info.binarization != "dynamic":
-        model.likelihood_module.check_data(x, where=f"{info.name} {args.split} split")
+        model.likelihood_module.check_data(x, where=f"{info.name} ({split} rows)")
     log_px, elbo = score_examples(model, x, binarization=info.binarization, k=args.k, seed=args.seed,
                                   memory_mb=args.memory_mb, progress=not args.quiet,
                                   workers=args.threads or None)

@@ -1,0 +1,171 @@
+"""Reproduce figure 2 of Kingma & Welling (2014), Auto-Encoding Variational Bayes.
+
+Figure 2 plots the lower bound per datapoint (ELBO, nats) on the training and the test set
+against the number of training examples seen (log axis), for MNIST with Z in {3, 5, 10, 20, 200}
+and Frey Face with Z in {2, 5, 10, 20}. The paper's settings (sec. 5, appendix C):
+
+- MNIST: 784-500-Z-500-784, tanh, Bernoulli decoder, dynamic binarization here;
+- Frey Face: 560-200-Z-200-560, tanh, Gaussian decoder with sigmoid mean and a variance predicted
+  per example (``model.sigma = "predicted"``);
+- Adagrad, global step size 0.01 (from the paper's {0.01, 0.02, 0.1}), minibatches M = 100,
+  L = 1 sample of z, the analytic-KL ELBO (estimator B), and the N(0, I) prior on the parameters:
+  ``train.weight_decay = 1`` adds ||theta||^2 / (2 N) to the per-example loss (docs/training.md).
+
+One invocation trains one panel (a data set and a latent size) and writes a run directory
+``OUT/<data>-z<Z>``; ``--plot`` draws the figure from whatever run directories exist (their
+``metrics.jsonl`` grows during training, so it can be drawn while runs are going).
+
+    python benchmarks/reproduce_aevb.py --panel mnist:20 --examples 1e7 --out runs/aevb
+    python benchmarks/reproduce_aevb.py --plot --out runs/aevb --figure docs/figures/aevb_figure2.png
+
+What the curves are (see docs/results.md): MNIST trains on the 50,000 images of the ``standard``
+split; its "test" curve is the ELBO of the 10,000 held-out training images (valid split),
+computed after every epoch, and the final test-set (t10k) ELBO is marked at the end. Frey Face
+trains on 80% of the 1,965 faces; its held-out curve is a seeded 10% (valid split) and the
+other 10% is the test set marked at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _recipes import config_from, curves, data_dir, read_run, threads_env, tiny_sections  # noqa: E402
+
+MNIST_Z = (3, 5, 10, 20, 200)
+FREY_Z = (2, 5, 10, 20)
+PANELS = [("mnist", z) for z in MNIST_Z] + [("frey", z) for z in FREY_Z]
+NUM_TRAIN = {"mnist": 50_000, "frey": 1_573}  # training examples of the splits used below
+
+
+def panel_config(data: str, latent_dim: int, examples: float, out: str, seed: int = 0, threads: int = 1,
+                 tiny: bool = False):
+    """The RunConfig of one panel of figure 2, trained for at least ``examples`` training examples."""
+    num_train = NUM_TRAIN[data]
+    epochs = max(1, math.ceil(examples / num_train))
+    train = {"epochs": epochs, "weight_decay": 1.0, "seed": seed, "threads": threads, "quiet": True,
+             "tensorboard": False, "device": "cpu"}
+    if data == "mnist":
+        preset = "aevb-mnist"
+        sections = {"data": {"split": "standard", "data_dir": data_dir()}}
+    else:
+        preset = "aevb-frey"
+        # 1,965 faces: 10% validation curve, 10% test, 80% (1,573) training. 16 steps per epoch,
+        # so validate every 100 steps (1e4 examples) and checkpoint rarely.
+        sections = {"data": {"valid_fraction": 0.1, "test_fraction": 0.1, "data_dir": data_dir()}}
+        train.update(eval_every=100, checkpoint_every=5000)
+    sections["model"] = {"latent_dim": latent_dim}
+    sections["train"] = train
+    sections["out"] = str(Path(out) / f"{data}-z{latent_dim}")
+    cfg = config_from(preset, sections)
+    if tiny:
+        from aevb.config import update
+        update(cfg, tiny_sections())
+        if data == "frey":  # digits are [0, 1] images: a Gaussian decoder still applies
+            update(cfg, {"data": {"binarize": "none"}})
+        update(cfg, {"train": {"eval_every": 0, "checkpoint_every": 0}})
+    return cfg
+
+
+def train_panel(args) -> Path:
+    """Train a panel to ``--examples``; a panel whose run directory has checkpoints is resumed and
+    trained on to the new length (Adagrad with a constant step size: the same computation as one
+    longer run), so a panel can be brought to 3e6 examples first and to 1e7 later."""
+    from aevb.checkpoint import list_checkpoints
+    from aevb.config import RunConfig
+    from aevb.train import train
+
+    data, z = args.panel.split(":")
+    cfg = panel_config(data, int(z), float(args.examples), args.out, args.seed, args.threads, args.tiny)
+    run_dir = Path(cfg.out)
+    if (run_dir / "config.json").is_file() and list_checkpoints(run_dir):
+        epochs = cfg.train.epochs
+        cfg = RunConfig.load(run_dir / "config.json")
+        cfg.train.epochs = epochs
+        cfg.out = str(run_dir)
+        return train(cfg, resume=True)
+    return train(cfg)
+
+
+# -- the figure --------------------------------------------------------------------------------
+
+def plot_figure(out: str, figure: str, min_examples: float = 1e5) -> Path:
+    """Figure 2's layout: MNIST panels in the top row, Frey Face in the bottom row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 5, figsize=(15, 5.6))
+    for col, z in enumerate(MNIST_Z):
+        draw_panel(axes[0, col], Path(out) / f"mnist-z{z}", f"MNIST, $N_z$ = {z}", min_examples,
+                   "held-out (10k valid)")
+    for col, z in enumerate(FREY_Z):
+        draw_panel(axes[1, col], Path(out) / f"frey-z{z}", f"Frey Face, $N_z$ = {z}", min_examples,
+                   "held-out (10%)")
+    axes[1, 4].axis("off")
+    axes[1, 4].text(0.0, 0.5, "AEVB (Adagrad 0.01, M=100, L=1,\nN(0, I) weight prior), 1 CPU thread.\n"
+                    "solid: train (epoch running mean)\ndashed: held-out split\n"
+                    "x: final test-set ELBO", fontsize=9, va="center")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ELBO per datapoint (nats)")
+    fig.tight_layout()
+    Path(figure).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figure, dpi=70)
+    plt.close(fig)
+    return Path(figure)
+
+
+def draw_panel(ax, run_dir: Path, title: str, min_examples: float, held_out: str) -> None:
+    records, summary = read_run(run_dir)
+    c = curves(records)
+    ax.set_xscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("training examples seen")
+    ys = []
+    for key, style, label in (("train", "-", "train"), ("valid", "--", held_out)):
+        xs, vs = c[key]
+        keep = [(x, v) for x, v in zip(xs, vs) if x >= min_examples]
+        if keep:
+            ax.plot([p[0] for p in keep], [p[1] for p in keep], style, label=label)
+            ys += [p[1] for p in keep]
+    if summary and records:
+        ax.plot([records[-1]["examples"]], [summary["test"]["elbo"]], "kx", label="test set")
+        ys.append(summary["test"]["elbo"])
+    if not ys:
+        ax.text(0.5, 0.5, "no run yet", transform=ax.transAxes, ha="center")
+        return
+    lo, hi = min(ys), max(ys)
+    pad = 0.05 * (hi - lo + 1e-9)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlim(left=min_examples)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--panel", help="DATA:Z, one of " + ", ".join(f"{d}:{z}" for d, z in PANELS))
+    p.add_argument("--examples", default="1e7", help="training examples to see (rounded up to whole epochs)")
+    p.add_argument("--out", default="runs/aevb", help="folder of the panels' run directories")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tiny", action="store_true", help="smoke run: sklearn digits, 2 epochs")
+    p.add_argument("--plot", action="store_true", help="draw the figure from OUT's run directories")
+    p.add_argument("--figure", default="docs/figures/aevb_figure2.png")
+    p.add_argument("--min-examples", type=float, default=1e5, help="left end of the x axis")
+    args = p.parse_args(argv)
+    threads_env(args.threads)
+    if args.plot:
+        print(plot_figure(args.out, args.figure, args.min_examples))
+        return 0
+    if not args.panel or tuple(args.panel.split(":")) not in {(d, str(z)) for d, z in PANELS}:
+        p.error(f"--panel must be one of {', '.join(f'{d}:{z}' for d, z in PANELS)} (got {args.panel!r})")
+    print(train_panel(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _recipes import config_from, curves, data_dir, read_run, threads_env, tiny_sections  # noqa: E402
+from _recipes import TINY_NUM_TRAIN, config_from, curves, data_dir, read_run, threads_env, tiny_sections  # noqa: E402
 
 MNIST_Z = (3, 5, 10, 20, 200)
 FREY_Z = (2, 5, 10, 20)
@@ -61,12 +61,13 @@ def panel_config(data: str, latent_dim: int, examples: float, out: str, seed: in
     sections["train"] = train
     sections["out"] = str(Path(out) / f"{data}-z{latent_dim}")
     cfg = config_from(preset, sections)
-    if tiny:
+    if tiny:  # the same recipe on sklearn's digits, ``examples`` counted in digits
         from aevb.config import update
         update(cfg, tiny_sections())
         if data == "frey":  # digits are [0, 1] images: a Gaussian decoder still applies
             update(cfg, {"data": {"binarize": "none"}})
-        update(cfg, {"train": {"eval_every": 0, "checkpoint_every": 0}})
+        update(cfg, {"train": {"eval_every": 0, "checkpoint_every": 0,
+                               "epochs": max(1, math.ceil(examples / TINY_NUM_TRAIN))}})
     return cfg
 
 
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/aevb", help="folder of the panels' run directories")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--tiny", action="store_true", help="smoke run: sklearn digits, 2 epochs")
+    p.add_argument("--tiny", action="store_true", help="smoke run on sklearn digits (--examples counts digits)")
     p.add_argument("--plot", action="store_true", help="draw the figure from OUT's run directories")
     p.add_argument("--figure", default="docs/figures/aevb_figure2.png")
     p.add_argument("--min-examples", type=float, default=1e5, help="left end of the x axis")

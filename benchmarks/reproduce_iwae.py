@@ -111,7 +111,7 @@ def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, chunk: int = 500
 
 def table(out: str) -> str:
     """Markdown rows for every run under ``out`` that has iwae_eval.json."""
-    lines = ["| row | epochs | examples | train time | test L_5000 (nats) | -log p(x) | paper | gap | active units (paper) |",
+    lines = ["| row | epochs | examples | train time | test L_k (nats) | -log p(x) | paper | gap | active units (paper) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run_dir in sorted(Path(out).glob("*-k*")):
         ev_path = run_dir / "iwae_eval.json"
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--evaluate", metavar="RUN_DIR", help="only evaluate a trained run")
     p.add_argument("--table", action="store_true", help="print the markdown table of OUT's evaluated runs")
     p.add_argument("--full", action="store_true", help="the paper's budget: 3280 epochs, rows vae k=1, iwae k=5, k=50")
-    p.add_argument("--tiny", action="store_true", help="smoke run: sklearn digits, 2 epochs")
+    p.add_argument("--tiny", action="store_true", help="smoke run on sklearn digits")
     args = p.parse_args(argv)
     threads_env(args.threads)
     if args.table:

@@ -146,6 +146,26 @@ def draw_panel(ax, run_dir: Path, title: str, min_examples: float, held_out: str
     ax.legend(fontsize=7, loc="lower right")
 
 
+def summary_table(out: str) -> str:
+    """Markdown rows: per panel, examples seen, last train and held-out ELBO, test ELBO, training time."""
+    lines = ["| panel | examples seen | epochs | train ELBO (last epoch) | held-out ELBO (last) | test ELBO | "
+             "training time |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for data, z in PANELS:
+        records, summary = read_run(Path(out) / f"{data}-z{z}")
+        if not records:
+            lines.append(f"| {data} Z={z} | not run | | | | | |")
+            continue
+        c = curves(records)
+        train = f"{c['train'][1][-1]:.2f}" if c["train"][1] else ""
+        held = f"{c['valid'][1][-1]:.2f}" if c["valid"][1] else ""
+        last = records[-1]
+        test = (f"{summary['test']['elbo']:.2f} ± {summary['test']['elbo_se']:.2f} (epoch {summary['epochs']})"
+                if summary else "")
+        lines.append(f"| {data} Z={z} | {last['examples']:.3g} | {last['epoch']} | {train} | {held} | {test} | "
+                     f"{last.get('time_s', 0) / 60:.1f} min |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--panel", help="DATA:Z, one of " + ", ".join(f"{d}:{z}" for d, z in PANELS))
@@ -155,10 +175,14 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tiny", action="store_true", help="smoke run on sklearn digits (--examples counts digits)")
     p.add_argument("--plot", action="store_true", help="draw the figure from OUT's run directories")
+    p.add_argument("--summary", action="store_true", help="print a markdown table of OUT's panels")
     p.add_argument("--figure", default="docs/figures/aevb_figure2.png")
     p.add_argument("--min-examples", type=float, default=1e5, help="left end of the x axis")
     args = p.parse_args(argv)
     threads_env(args.threads)
+    if args.summary:
+        print(summary_table(args.out))
+        return 0
     if args.plot:
         print(plot_figure(args.out, args.figure, args.min_examples))
         return 0

@@ -55,7 +55,7 @@ def test_aevb_recipe_runs_resumes_and_plots(tmp_path):
     table = aevb_recipe.summary_table(str(out)).splitlines()
     row = next(line for line in table if line.startswith("| mnist Z=3 |"))
     assert f"| {records[1]['examples']:.3g} | 2 | {records[1]['train/elbo']:.2f} |" in row
-    assert "| mnist Z=5 | not run |" in table
+    assert "| mnist Z=5 | not run | | | | | |" in table
 
 
 def test_aevb_recipe_refuses_an_unknown_panel(tmp_path, capsys):

@@ -58,18 +58,47 @@ def row_config(row: str, k: int, epochs: int, out: str, seed: int = 0, threads: 
     return cfg
 
 
-def iwae_bound(model, x, k: int, chunk: int, batch_size: int):
+def bernoulli_log_weights(model, x, num_samples: int):
+    """``model.log_weights`` for a Bernoulli decoder, about 2.5x faster on one CPU thread.
+
+    log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x), z_j ~ q(z | x), with the Bernoulli
+    log-likelihood written out for decoder logits l: log p(x | z) = sum_d x_d l_d - softplus(l_d)
+    (= -BCE-with-logits, what torch.distributions.Bernoulli computes, without its broadcast
+    copies). Draws z exactly as ``model.log_weights`` does, so both give the same numbers for the
+    same torch seed (a test checks it). Returns (K, B) nats.
+    """
+    import torch.nn.functional as F
+
+    q_z = model.posterior(x)
+    z = q_z.rsample((num_samples,))
+    logits = model.decoder(z)
+    log_p_x_given_z = (logits * x).sum(-1) - F.softplus(logits).sum(-1)
+    return log_p_x_given_z + model.prior().log_prob(z) - q_z.log_prob(z)
+
+
+def log_weights_fn(model):
+    """The fastest exact log-weight function for ``model``: the Bernoulli path or model.log_weights."""
+    from aevb.likelihoods import BernoulliLikelihood
+
+    if isinstance(model.likelihood_module, BernoulliLikelihood):
+        return lambda x, k: bernoulli_log_weights(model, x, k)
+    return model.log_weights
+
+
+def iwae_bound(model, x, k: int, chunk: int, batch_size: int, log_weights=None):
     """Per-example L_k = log (1/k) sum_j w_j, w_j = p(x, z_j) / q(z_j | x), z_j ~ q(z | x), in nats.
 
-    The k samples are drawn ``chunk`` at a time (model.log_weights) and combined exactly:
-    L_k = logsumexp over all chunks' log w - log k. Returns a float64 tensor (N,).
+    The k samples are drawn ``chunk`` at a time (``log_weights(x, n)``, default
+    ``model.log_weights``) and combined exactly: L_k = logsumexp over all chunks' log w - log k.
+    Returns a float64 tensor (N,).
     """
     import torch
 
+    log_weights = log_weights or model.log_weights
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
-        parts = [torch.logsumexp(model.log_weights(xb, min(chunk, k - j)).double(), dim=0)
+        parts = [torch.logsumexp(log_weights(xb, min(chunk, k - j)).double(), dim=0)
                  for j in range(0, k, chunk)]
         out.append(torch.logsumexp(torch.stack(parts), dim=0) - math.log(k))
     return torch.cat(out)
@@ -97,7 +126,7 @@ def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, chunk: int = 500
     torch.manual_seed(seed)
     start = time.time()
     with torch.no_grad():
-        log_px = iwae_bound(model, x, k, chunk, batch_size)
+        log_px = iwae_bound(model, x, k, chunk, batch_size, log_weights_fn(model))
         num_active, activity = active_units(model, x)
     n = len(log_px)
     result = {"k": k, "n": n, "seed": seed, "log_px": float(log_px.mean()),

@@ -161,3 +161,21 @@ def test_iwae_recipe_trains_evaluates_and_tabulates(tmp_path, capsys):
     # same test binarization (seed 1234) as the trainer's final ELBO; L_20 >= ELBO on average
     assert ev["log_px"] > summary["test"]["elbo"]
     assert "| IWAE k=5 | 1 |" in capsys.readouterr().out
+
+
+def test_fast_bernoulli_log_weights_equal_the_models(tmp_path):
+    from aevb.data import build_datasets
+    from aevb.model import build_model
+
+    cfg = iwae_recipe.row_config("iwae", 5, 1, str(tmp_path), tiny=True)
+    splits, info = build_datasets(cfg.data, cfg.model.likelihood)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, info, train_mean=splits.train.mean(0)).eval()
+    x = (splits.test[:6] > 0.5).float()
+    with torch.no_grad():
+        torch.manual_seed(3)
+        want = model.log_weights(x, 7)
+        torch.manual_seed(3)
+        got = iwae_recipe.log_weights_fn(model)(x, 7)
+    assert got.shape == (7, 6)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-4)

@@ -179,3 +179,15 @@ def test_fast_bernoulli_log_weights_equal_the_models(tmp_path):
         got = iwae_recipe.log_weights_fn(model)(x, 7)
     assert got.shape == (7, 6)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_iwae_evaluation_writes_partial_results_block_by_block(tmp_path):
+    out = tmp_path / "iwae"
+    assert iwae_recipe.main(["--row", "vae", "--k", "1", "--epochs", "1", "--tiny", "--out", str(out),
+                             "--no-eval"]) == 0
+    assert not (out / "vae-k1" / "iwae_eval.json").exists()
+    run_dir = str(out / "vae-k1")
+    whole = iwae_recipe.evaluate_run(run_dir, k=10, limit=60)
+    blocks = iwae_recipe.evaluate_run(run_dir, k=10, limit=60, block=40)  # 40 + 20: the same draws
+    assert whole["complete"] and blocks["complete"] and blocks["n"] == 60
+    assert blocks["log_px"] == pytest.approx(whole["log_px"], abs=1e-9)

@@ -93,25 +93,36 @@ def train_panel(args) -> Path:
 
 # -- the figure --------------------------------------------------------------------------------
 
-def plot_figure(out: str, figure: str, min_examples: float = 1e5) -> Path:
-    """Figure 2's layout: MNIST panels in the top row, Frey Face in the bottom row."""
+def plot_figure(out: str, figure: str, min_examples: float = 1e5, max_examples: float = 1e7) -> Path:
+    """Figure 2's layout: MNIST panels in the top row, Frey Face in the bottom row.
+
+    Every panel shares the x axis (log, ``min_examples`` to the larger of ``max_examples`` and the
+    longest run) and each row shares its y axis, as in the paper, so the latent sizes compare.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [[("mnist", z) for z in MNIST_Z], [("frey", z) for z in FREY_Z]]
+    data = {(d, z): panel_points(Path(out) / f"{d}-z{z}", min_examples) for d, z in PANELS}
+    longest = max([max(xs) for pts in data.values() for xs, _ in pts["curves"].values() if xs] + [max_examples])
     fig, axes = plt.subplots(2, 5, figsize=(15, 5.6))
-    for col, z in enumerate(MNIST_Z):
-        draw_panel(axes[0, col], Path(out) / f"mnist-z{z}", f"MNIST, $N_z$ = {z}", min_examples,
-                   "held-out (10k valid)")
-    for col, z in enumerate(FREY_Z):
-        draw_panel(axes[1, col], Path(out) / f"frey-z{z}", f"Frey Face, $N_z$ = {z}", min_examples,
-                   "held-out (10%)")
+    for r, row in enumerate(rows):
+        ys = [v for d, z in row for _, vs in data[(d, z)]["curves"].values() for v in vs]
+        ys += [data[(d, z)]["test"][1] for d, z in row if data[(d, z)]["test"]]
+        pad = 0.05 * (max(ys) - min(ys) + 1e-9) if ys else 0
+        for col, (d, z) in enumerate(row):
+            ax = axes[r, col]
+            draw_panel(ax, data[(d, z)], f"{'MNIST' if d == 'mnist' else 'Frey Face'}, $N_z$ = {z}",
+                       "held-out (10k valid)" if d == "mnist" else "held-out (10%)")
+            ax.set_xlim(min_examples, longest * 1.1)
+            if ys:
+                ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        axes[r, 0].set_ylabel("ELBO per datapoint (nats)")
     axes[1, 4].axis("off")
     axes[1, 4].text(0.0, 0.5, "AEVB (Adagrad 0.01, M=100, L=1,\nN(0, I) weight prior), 1 CPU thread.\n"
                     "solid: train (epoch running mean)\ndashed: held-out split\n"
                     "x: final test-set ELBO", fontsize=9, va="center")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("ELBO per datapoint (nats)")
     fig.tight_layout()
     Path(figure).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=70)
@@ -119,31 +130,37 @@ def plot_figure(out: str, figure: str, min_examples: float = 1e5) -> Path:
     return Path(figure)
 
 
-def draw_panel(ax, run_dir: Path, title: str, min_examples: float, held_out: str) -> None:
+def panel_points(run_dir: Path, min_examples: float) -> dict:
+    """{"curves": {"train"|"valid": (examples, elbo)} from ``min_examples`` on, "test": (examples, elbo) or None}."""
     records, summary = read_run(run_dir)
-    c = curves(records)
+    pts = {}
+    for key, (xs, vs) in curves(records).items():
+        keep = [(x, v) for x, v in zip(xs, vs) if x >= min_examples]
+        pts[key] = ([p[0] for p in keep], [p[1] for p in keep])
+    test = None
+    if summary and records:
+        at = max(r["examples"] for r in records if r.get("epoch", 0) <= summary["epochs"])
+        test = (at, summary["test"]["elbo"])
+    return {"curves": pts, "test": test}
+
+
+def draw_panel(ax, points: dict, title: str, held_out: str) -> None:
     ax.set_xscale("log")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("training examples seen")
-    ys = []
-    for key, style, label in (("train", "-", "train"), ("valid", "--", held_out)):
-        xs, vs = c[key]
-        keep = [(x, v) for x, v in zip(xs, vs) if x >= min_examples]
-        if keep:
-            ax.plot([p[0] for p in keep], [p[1] for p in keep], style, label=label)
-            ys += [p[1] for p in keep]
-    if summary and records:
-        ax.plot([records[-1]["examples"]], [summary["test"]["elbo"]], "kx", label="test set")
-        ys.append(summary["test"]["elbo"])
-    if not ys:
-        ax.text(0.5, 0.5, "no run yet", transform=ax.transAxes, ha="center")
-        return
-    lo, hi = min(ys), max(ys)
-    pad = 0.05 * (hi - lo + 1e-9)
-    ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xlim(left=min_examples)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    drawn = False
+    for key, style, label in (("train", "-", "train"), ("valid", "--", held_out)):
+        xs, vs = points["curves"][key]
+        if xs:
+            ax.plot(xs, vs, style, label=label)
+            drawn = True
+    if points["test"]:
+        ax.plot([points["test"][0]], [points["test"][1]], "kx", label="test set")
+    if drawn:
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no run yet", transform=ax.transAxes, ha="center")
 
 
 def summary_table(out: str) -> str:

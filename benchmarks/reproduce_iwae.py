@@ -110,7 +110,7 @@ def active_units(model, x, threshold: float = 1e-2) -> tuple[int, list[float]]:
 
 
 def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, chunk: int = 500, batch_size: int = 20,
-                 limit: int = 0, device: str = "cpu", block: int = 500) -> dict:
+                 limit: int = 0, device: str = "cpu", block: int = 500, name: str = "iwae_eval.json") -> dict:
     """L_k and active units of a trained run on its test split (binarized once, seeded).
 
     Writes ``iwae_eval.json`` after every ``block`` test images (``"complete": false`` and the
@@ -135,7 +135,7 @@ def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, chunk: int = 500
         with torch.no_grad():
             parts.append(iwae_bound(model, x[i:i + block], k, chunk, batch_size, log_weights_fn(model)))
         result = eval_result(torch.cat(parts), k, seed, len(x), num_active, activity, time.time() - start, info)
-        Path(run_dir, "iwae_eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        Path(run_dir, name).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -181,6 +181,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval-k", type=int, default=5000, help="samples of the test bound L_k")
     p.add_argument("--eval-limit", type=int, default=0, help="evaluate only the first N test images (0: all)")
+    p.add_argument("--eval-file", default="iwae_eval.json", help="name of the evaluation's JSON in the run directory")
     p.add_argument("--no-eval", action="store_true", help="train only; evaluate later with --evaluate RUN_DIR")
     p.add_argument("--evaluate", metavar="RUN_DIR", help="only evaluate a trained run")
     p.add_argument("--table", action="store_true", help="print the markdown table of OUT's evaluated runs")
@@ -192,7 +193,8 @@ def main(argv=None) -> int:
         print(table(args.out))
         return 0
     if args.evaluate:
-        print(json.dumps(evaluate_run(args.evaluate, args.eval_k, limit=args.eval_limit, device=args.device)))
+        result = evaluate_run(args.evaluate, args.eval_k, limit=args.eval_limit, device=args.device, name=args.eval_file)
+        print(json.dumps({k: v for k, v in result.items() if k != "activity"}))
         return 0
     if args.full:
         rows, args.epochs = FULL_ROWS, 3280

@@ -134,14 +134,14 @@ def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, chunk: int = 500
     for i in range(0, len(x), block):
         with torch.no_grad():
             parts.append(iwae_bound(model, x[i:i + block], k, chunk, batch_size, log_weights_fn(model)))
-        result = eval_result(torch.cat(parts), k, seed, len(x), num_active, activity, time.time() - start, info)
+        result = eval_result(torch.cat(parts), k, seed, len(splits.test), num_active, activity, time.time() - start, info)
         Path(run_dir, name).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
 def eval_result(log_px, k, seed, total, num_active, activity, seconds, info) -> dict:
     n = len(log_px)
-    return {"k": k, "n": n, "complete": n == total, "seed": seed, "log_px": float(log_px.mean()),
+    return {"k": k, "n": n, "complete": n == total, "test_size": total, "seed": seed, "log_px": float(log_px.mean()),
             "log_px_se": float(log_px.std() / math.sqrt(n)) if n > 1 else 0.0, "nll": -float(log_px.mean()),
             "active_units": num_active, "activity": activity, "eval_seconds": seconds,
             "binarization": f"test images binarized once with seed {seed}" if info.binarization == "dynamic"

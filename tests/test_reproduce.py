@@ -189,5 +189,5 @@ def test_iwae_evaluation_writes_partial_results_block_by_block(tmp_path):
     run_dir = str(out / "vae-k1")
     whole = iwae_recipe.evaluate_run(run_dir, k=10, limit=60)
     blocks = iwae_recipe.evaluate_run(run_dir, k=10, limit=60, block=40)  # 40 + 20: the same draws
-    assert whole["complete"] and blocks["complete"] and blocks["n"] == 60
+    assert not whole["complete"] and blocks["n"] == 60 and blocks["test_size"] == 180  # 60 of 180 test digits
     assert blocks["log_px"] == pytest.approx(whole["log_px"], abs=1e-9)

@@ -150,8 +150,8 @@ def eval_result(log_px, k, seed, total, num_active, activity, seconds, info) -> 
 
 def table(out: str) -> str:
     """Markdown rows for every run under ``out`` that has iwae_eval.json."""
-    lines = ["| row | epochs | examples | train time | test L_k (nats) | -log p(x) | paper | gap | active units |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| row | epochs | examples | train time | test L_k (nats) | -log p(x) | paper | gap | active units | L_k time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run_dir in sorted(Path(out).glob("*-k*")):
         ev_path = run_dir / "iwae_eval.json"
         if not ev_path.is_file():
@@ -165,7 +165,7 @@ def table(out: str) -> str:
         lines.append(f"| {row.upper()} k={k} | {summary['epochs'] if summary else '?'} | "
                      f"{records[-1]['examples'] if records else 0:,} | {seconds / 60:.1f} min | "
                      f"{ev['log_px']:.2f} ± {ev['log_px_se']:.2f} | {ev['nll']:.2f} | {paper:.2f} | "
-                     f"{ev['nll'] - paper:+.2f} | {ev['active_units']} |"
+                     f"{ev['nll'] - paper:+.2f} | {ev['active_units']} | {ev['eval_seconds'] / 60:.1f} min |"
                      + ("" if ev.get("complete", True) else f" first {ev['n']:,} test images only"))
     return "\n".join(lines)
 

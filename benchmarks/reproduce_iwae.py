@@ -13,8 +13,8 @@ Test log p(x) is estimated by the IWAE bound L_5000 on all 10,000 test images, b
 with a fixed seed; active units are the dimensions u with Cov_x(E_q[u | x]) > 1e-2 (Burda et
 al., sec. 5.2) over the test images.
 
-    python benchmarks/reproduce_iwae.py --row vae --epochs 3 --out runs/iwae       # a CPU budget
-    python benchmarks/reproduce_iwae.py --row iwae --k 5 --epochs 3 --out runs/iwae
+    python benchmarks/reproduce_iwae.py --row vae --epochs 10 --out runs/iwae      # the CPU budget of docs/results.md
+    python benchmarks/reproduce_iwae.py --row iwae --k 5 --epochs 10 --out runs/iwae
     python benchmarks/reproduce_iwae.py --evaluate runs/iwae/vae-k1                 # L_5000 only
     python benchmarks/reproduce_iwae.py --table --out runs/iwae                     # markdown rows
     python benchmarks/reproduce_iwae.py --full --device cuda                         # the paper's 3,280 passes, all rows

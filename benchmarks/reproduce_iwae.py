@@ -19,7 +19,8 @@ al., sec. 5.2) over the test images.
     python benchmarks/reproduce_iwae.py --table --out runs/iwae                     # markdown rows
     python benchmarks/reproduce_iwae.py --full --device cuda                         # the paper's 3,280 passes, all rows
 
-L_5000 is computed here with ``model.log_weights`` in chunks and a log-sum-exp; it should move to
+L_5000 is computed here from log weights drawn in chunks (``model.log_weights``, or for a Bernoulli
+decoder the same numbers written out, ``bernoulli_log_weights``) and a log-sum-exp; it should move to
 ``aevb evaluate`` (the library's IWAE evaluation) once that exists on main.
 """
 

@@ -80,7 +80,7 @@ class TrainConfig:
     lr: float = _f(1e-3, "learning rate")
     adam_eps: float = _f(1e-8, "Adam epsilon")
     schedule: str = _f("constant", "learning-rate schedule", ("constant", "iwae"))
-    weight_decay: float = _f(0.0, "N(0, I) prior on parameters, as a coefficient per training example")
+    weight_decay: float = _f(0.0, "scale of an N(0, I) prior on the parameters, spread over the N training examples (1 = AEVB's prior)")
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: no clipping)")
     seed: int = _f(0, "seed for initialisation, batching, binarization and sampling")
     device: str = _f("auto", "device", ("auto", "cpu", "cuda", "mps"))

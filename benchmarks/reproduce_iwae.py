@@ -19,16 +19,14 @@ al., sec. 5.2) over the test images.
     python benchmarks/reproduce_iwae.py --table --out runs/iwae                     # markdown rows
     python benchmarks/reproduce_iwae.py --full --device cuda                         # the paper's 3,280 passes, all rows
 
-L_5000 is computed here from log weights drawn in chunks (``model.log_weights``, or for a Bernoulli
-decoder the same numbers written out, ``bernoulli_log_weights``) and a log-sum-exp; it should move to
-``aevb evaluate`` (the library's IWAE evaluation) once that exists on main.
+L_5000, the test ELBO and the active units come from the library's evaluator (``aevb.evaluate``, the
+same numbers as ``aevb evaluate RUN_DIR --k 5000``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -58,101 +56,42 @@ def row_config(row: str, k: int, epochs: int, out: str, seed: int = 0, threads: 
     return cfg
 
 
-def bernoulli_log_weights(model, x, num_samples: int):
-    """``model.log_weights`` for a Bernoulli decoder, about 2.5x faster on one CPU thread.
+def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, limit: int = 0, device: str = "cpu",
+                 threads: int | None = None, name: str = "iwae_eval.json") -> dict:
+    """L_k, the ELBO and active units of a trained run on its test split, by ``aevb.evaluate``.
 
-    log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x), z_j ~ q(z | x), with the Bernoulli
-    log-likelihood written out for decoder logits l: log p(x | z) = sum_d x_d l_d - softplus(l_d)
-    (= -BCE-with-logits, what torch.distributions.Bernoulli computes, without its broadcast
-    copies). Draws z exactly as ``model.log_weights`` does, so both give the same numbers for the
-    same torch seed (a test checks it). Returns (K, B) nats.
-    """
-    import torch.nn.functional as F
-
-    q_z = model.posterior(x)
-    z = q_z.rsample((num_samples,))
-    logits = model.decoder(z)
-    log_p_x_given_z = (logits * x).sum(-1) - F.softplus(logits).sum(-1)
-    return log_p_x_given_z + model.prior().log_prob(z) - q_z.log_prob(z)
-
-
-def log_weights_fn(model):
-    """The fastest exact log-weight function for ``model``: the Bernoulli path or model.log_weights."""
-    from aevb.likelihoods import BernoulliLikelihood
-
-    if isinstance(model.likelihood_module, BernoulliLikelihood):
-        return lambda x, k: bernoulli_log_weights(model, x, k)
-    return model.log_weights
-
-
-def iwae_bound(model, x, k: int, chunk: int, batch_size: int, log_weights=None):
-    """Per-example L_k = log (1/k) sum_j w_j, w_j = p(x, z_j) / q(z_j | x), z_j ~ q(z | x), in nats.
-
-    The k samples are drawn ``chunk`` at a time (``log_weights(x, n)``, default
-    ``model.log_weights``) and combined exactly: L_k = logsumexp over all chunks' log w - log k.
-    Returns a float64 tensor (N,).
-    """
-    import torch
-
-    log_weights = log_weights or model.log_weights
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        parts = [torch.logsumexp(log_weights(xb, min(chunk, k - j)).double(), dim=0)
-                 for j in range(0, k, chunk)]
-        out.append(torch.logsumexp(torch.stack(parts), dim=0) - math.log(k))
-    return torch.cat(out)
-
-
-def active_units(model, x, threshold: float = 1e-2) -> tuple[int, list[float]]:
-    """Burda et al.'s activity A_u = Cov_x(E_{q(u|x)}[u]); a unit is active when A_u > threshold."""
-    activity = model.posterior(x).mean.double().var(dim=0)
-    return int((activity > threshold).sum()), [float(a) for a in activity]
-
-
-def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, chunk: int = 500, batch_size: int = 20,
-                 limit: int = 0, device: str = "cpu", block: int = 500, name: str = "iwae_eval.json") -> dict:
-    """L_k and active units of a trained run on its test split (binarized once, seeded).
-
-    Writes ``iwae_eval.json`` after every ``block`` test images (``"complete": false`` and the
-    count so far until the last), so an evaluation stopped early still leaves an honest partial
-    result over the first n test images.
+    The library's evaluator: the test images binarized once with ``seed``, each image encoded
+    once and its k samples decoded in blocks, log-sum-exp in float64; active units counted from
+    the posterior means (Var_x(E_q[u | x]) > 1e-2). ``threads`` chunk workers (None: torch's
+    thread count). Writes ``name`` (JSON) into the run directory.
     """
     import torch
 
     from aevb.checkpoint import load_run
-    from aevb.data import build_datasets, prepare_batch
+    from aevb.data import build_datasets
+    from aevb.evaluate import evaluate
 
     cfg, model, _ = load_run(run_dir, which="last", device=device)
     model.eval()
     splits, info = build_datasets(cfg.data, cfg.model.likelihood)
     x = splits.test[:limit] if limit else splits.test
-    x = prepare_batch(x.to(device), info.binarization, torch.Generator(device=device).manual_seed(seed))
-    with torch.no_grad():
-        num_active, activity = active_units(model, x)
-    torch.manual_seed(seed)
-    start, parts = time.time(), []
-    for i in range(0, len(x), block):
-        with torch.no_grad():
-            parts.append(iwae_bound(model, x[i:i + block], k, chunk, batch_size, log_weights_fn(model)))
-        result = eval_result(torch.cat(parts), k, seed, len(splits.test), num_active, activity, time.time() - start, info)
-        Path(run_dir, name).write_text(json.dumps(result, indent=2) + "\n")
+    start = time.time()
+    ev = evaluate(model, x, info, k=k, seed=seed, progress=False, workers=threads)
+    result = {"k": k, "n": ev["n"], "complete": ev["n"] == len(splits.test), "test_size": len(splits.test),
+              "seed": seed, "log_px": ev["log_px"], "log_px_se": ev["log_px_se"], "nll": -ev["log_px"],
+              "elbo": ev["elbo"], "elbo_se": ev["elbo_se"], "active_units": ev["active_units"],
+              "eval_seconds": time.time() - start, "evaluator": "aevb.evaluate.evaluate",
+              "binarization": f"test images binarized once with seed {seed}" if info.binarization == "dynamic"
+              else info.binarization}
+    Path(run_dir, name).write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def eval_result(log_px, k, seed, total, num_active, activity, seconds, info) -> dict:
-    n = len(log_px)
-    return {"k": k, "n": n, "complete": n == total, "test_size": total, "seed": seed, "log_px": float(log_px.mean()),
-            "log_px_se": float(log_px.std() / math.sqrt(n)) if n > 1 else 0.0, "nll": -float(log_px.mean()),
-            "active_units": num_active, "activity": activity, "eval_seconds": seconds,
-            "binarization": f"test images binarized once with seed {seed}" if info.binarization == "dynamic"
-            else info.binarization}
 
 
 def table(out: str) -> str:
     """Markdown rows for every run under ``out`` that has iwae_eval.json."""
-    lines = ["| row | epochs | examples | train time | test L_k (nats) | -log p(x) | paper | gap | active units | L_k time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| row | epochs | examples | train time | test ELBO | test L_k (nats) | -log p(x) | paper | gap | "
+             "active units | L_k time |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run_dir in sorted(Path(out).glob("*-k*")):
         ev_path = run_dir / "iwae_eval.json"
         if not ev_path.is_file():
@@ -163,8 +102,9 @@ def table(out: str) -> str:
         key = (row, int(k))
         paper = PAPER_NLL.get(key, float("nan"))
         seconds = summary["train_seconds"] if summary else (records[-1].get("time_s", 0) if records else 0)
+        elbo = f"{ev['elbo']:.2f} ± {ev['elbo_se']:.2f}" if "elbo" in ev else ""
         lines.append(f"| {row.upper()} k={k} | {summary['epochs'] if summary else '?'} | "
-                     f"{records[-1]['examples'] if records else 0:,} | {seconds / 60:.1f} min | "
+                     f"{records[-1]['examples'] if records else 0:,} | {seconds / 60:.1f} min | {elbo} | "
                      f"{ev['log_px']:.2f} ± {ev['log_px_se']:.2f} | {ev['nll']:.2f} | {paper:.2f} | "
                      f"{ev['nll'] - paper:+.2f} | {ev['active_units']} | {ev['eval_seconds'] / 60:.1f} min |"
                      + ("" if ev.get("complete", True) else f" first {ev['n']:,} test images only"))
@@ -181,6 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval-k", type=int, default=5000, help="samples of the test bound L_k")
+    p.add_argument("--eval-threads", type=int, default=None, help="evaluation workers (default: torch's threads)")
     p.add_argument("--eval-limit", type=int, default=0, help="evaluate only the first N test images (0: all)")
     p.add_argument("--eval-file", default="iwae_eval.json", help="name of the evaluation's JSON in the run directory")
     p.add_argument("--no-eval", action="store_true", help="train only; evaluate later with --evaluate RUN_DIR")
@@ -194,8 +135,8 @@ def main(argv=None) -> int:
         print(table(args.out))
         return 0
     if args.evaluate:
-        result = evaluate_run(args.evaluate, args.eval_k, limit=args.eval_limit, device=args.device, name=args.eval_file)
-        print(json.dumps({k: v for k, v in result.items() if k != "activity"}))
+        print(json.dumps(evaluate_run(args.evaluate, args.eval_k, limit=args.eval_limit, device=args.device,
+                                      threads=args.eval_threads, name=args.eval_file)))
         return 0
     if args.full:
         rows, args.epochs = FULL_ROWS, 3280
@@ -209,8 +150,8 @@ def main(argv=None) -> int:
         run_dir = train(cfg)
         if args.no_eval:
             continue
-        print(json.dumps({k_: v for k_, v in evaluate_run(str(run_dir), args.eval_k, limit=args.eval_limit,
-                                                          device=args.device).items() if k_ != "activity"}))
+        print(json.dumps(evaluate_run(str(run_dir), args.eval_k, limit=args.eval_limit, device=args.device,
+                                      threads=args.eval_threads)))
     print(table(args.out))
     return 0
 

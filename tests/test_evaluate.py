@@ -299,6 +299,10 @@ def test_sigmoid_rewrite_of_a_tanh_decoder_gives_the_same_outputs():
     assert fast is not None
     with torch.no_grad():
         assert torch.allclose(fast(z), decoder(z), atol=1e-5, rtol=0)
+        # log p(x|z) with x . l folded into the last hidden layer, vs torch's Bernoulli on the logits
+        x = (torch.rand(3, 64) < 0.3).float()
+        expected = torch.distributions.Bernoulli(logits=decoder(z)).log_prob(x[:, None, :]).sum(-1)
+        assert torch.allclose(fast.bernoulli_log_likelihood(z, x), expected, atol=1e-4, rtol=0)
     assert SigmoidMLP.from_decoder(mlp_decoder((8, 8), 64, 1, 5, [40], "relu")) is None
 
 

@@ -137,16 +137,35 @@ def test_metrics_records_have_the_documented_keys(tmp_path):
 
 
 def test_gradient_clipping_bounds_the_update_and_adagrad_trains(tmp_path):
-    from aevb.optim import gradient_norm
+    from aevb.optim import clip_or_check_gradients
 
     p = torch.nn.Parameter(torch.zeros(4))
     p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])
-    norm = gradient_norm([p], max_norm=1.0)
+    norm = clip_or_check_gradients([p], max_norm=1.0)
     assert float(norm) == 5.0  # the norm before clipping
     torch.testing.assert_close(p.grad, torch.tensor([0.6, 0.8, 0.0, 0.0]))
     run_dir = train(tiny_config(tmp_path, train={"epochs": 2, "optimizer": "adagrad", "lr": 0.05, "grad_clip": 50.0}))
     valid = [r["valid/elbo"] for r in read_metrics(run_dir)]
     assert valid[1] > valid[0]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "inf and -inf"])
+def test_the_unclipped_gradient_check_flags_exactly_the_non_finite_gradients(bad):
+    """Without clipping the check is a sum of all gradient elements: compared here with the
+    element-wise test torch.isfinite(g).all() on every parameter, for each kind of bad value."""
+    from aevb.optim import clip_or_check_gradients
+
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in ((30, 20), (20,), (5, 30))]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 1e3
+    assert bool(torch.isfinite(clip_or_check_gradients(params, max_norm=0.0)))
+    if bad == "inf and -inf":  # +inf and -inf in different tensors: their sum is NaN
+        params[0].grad[3, 4], params[2].grad[1, 1] = float("inf"), -float("inf")
+    else:
+        params[1].grad[7] = bad
+    assert not all(bool(torch.isfinite(p.grad).all()) for p in params)
+    assert not bool(torch.isfinite(clip_or_check_gradients(params, max_norm=0.0)))
 
 
 def test_a_non_finite_gradient_with_a_finite_bound_skips_the_step_and_names_the_parameter():

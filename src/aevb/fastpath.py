@@ -33,7 +33,7 @@ from .decoders import Decoder
 from .encoders import GaussianEncoder
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood
 from .nets import MLP
-from .optim import add_prior_gradient, gradient_norm
+from .optim import add_prior_gradient, clip_or_check_gradients
 from .priors import StandardNormalPrior
 from .step import describe_nonfinite, first_bad_gradient
 
@@ -212,10 +212,10 @@ class FastElbo:
         inputs = [z.view(num_samples * batch, latent), *buf.dec_h[:-1]]
         for i in reversed(range(len(self.dec))):
             m = self.dec[i]
+            below = buf.dec_grad[i - 1] if i > 0 else buf.z_grad
+            torch.mm(delta, m.weight, out=below)  # first, while the weight is still in cache from the forward
             torch.mm(delta.t(), inputs[i], out=m.weight.grad)
             torch.sum(delta, 0, out=m.bias.grad)
-            below = buf.dec_grad[i - 1] if i > 0 else buf.z_grad
-            torch.mm(delta, m.weight, out=below)
             if i > 0:
                 self.dec_act[i - 1][1](below, inputs[i])
             delta = below
@@ -272,8 +272,8 @@ class FastElbo:
         if any_rank(not bool(torch.isfinite(value).all())):
             return None, describe_nonfinite(value, recon, kl, examples)
         add_prior_gradient(params, train_cfg.weight_decay, num_train)
-        norm = gradient_norm(params, train_cfg.grad_clip)
-        if not bool(torch.isfinite(norm)):
+        check = clip_or_check_gradients(params, train_cfg.grad_clip)
+        if not bool(torch.isfinite(check)):
             return None, f"the bound is finite but the gradient of {first_bad_gradient(model)} is not"
         optimizer.step()
         sums = torch.stack([value.sum(), recon.sum(), kl.sum(), value.new_tensor(float(len(value)))])

@@ -107,13 +107,30 @@ class SigmoidMLP:
             return None
         return SigmoidMLP(mods[0::2])
 
+    def hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's output (rows of z flattened), the input of the output layer."""
+        h = z.reshape(-1, z.shape[-1])
+        for w, b in self.layers[:-1]:
+            h = torch.addmm(b, h, w).sigmoid_()
+        return h
+
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        lead, h = z.shape[:-1], z.reshape(-1, z.shape[-1])
-        for i, (w, b) in enumerate(self.layers):
-            h = torch.addmm(b, h, w)
-            if i < len(self.layers) - 1:
-                h = h.sigmoid_()
-        return h.reshape(*lead, -1)
+        w, b = self.layers[-1]
+        return torch.addmm(b, self.hidden(z), w).reshape(*z.shape[:-1], -1)
+
+    def bernoulli_log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) = x . l - sum_d softplus(l_d) with logits l = h W + b, for z (B, S, D) and
+        x (B, num_dims). Returns (B, S). The data term is computed as x . l = h (W x) + b . x, a
+        product with the last hidden layer h instead of a pass over the logits."""
+        num_examples, num_samples = z.shape[:2]
+        w, b = self.layers[-1]
+        h = self.hidden(z)  # (B * S, H)
+        logits = torch.addmm(b, h, w)
+        sum_softplus = torch._C._nn.softplus(logits, 1.0, 20.0, out=logits).sum(-1).view(num_examples, num_samples)
+        w_x = torch.mm(w, x.t())  # (H, B): column b is W x_b
+        b_x = torch.mv(x, b)  # (B,)
+        x_dot_l = torch.bmm(h.view(num_examples, num_samples, -1), w_x.t()[:, :, None])[..., 0] + b_x[:, None]
+        return x_dot_l - sum_softplus
 
 
 def bernoulli_log_likelihood(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -133,6 +150,8 @@ FAST_LOG_LIKELIHOODS = {BernoulliLikelihood: bernoulli_log_likelihood}
 
 def log_likelihood(model, decode, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """log p(x|z) for z (B, S, D) and x (B, num_dims), in nats; ``decode`` maps z to parameters. Returns (B, S)."""
+    if isinstance(decode, SigmoidMLP) and type(model.likelihood_module) is BernoulliLikelihood:
+        return decode.bernoulli_log_likelihood(z, x)
     params = decode(z)
     fast = FAST_LOG_LIKELIHOODS.get(type(model.likelihood_module))
     if fast is not None:

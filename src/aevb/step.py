@@ -18,7 +18,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from .objectives import OBJECTIVES
-from .optim import add_prior_gradient, gradient_norm
+from .optim import add_prior_gradient, clip_or_check_gradients
 
 
 class PresetNoiseNormal(Independent):
@@ -82,7 +82,7 @@ def draw_batch(x_train: torch.Tensor, idx: torch.Tensor, rows: slice, binarizati
     x = torch.index_select(x_train, 0, idx[rows])
     if binarization == "dynamic":  # x_bin ~ Bernoulli(x): 1 where u < x, u ~ U[0, 1)
         u = torch.rand(len(idx), x_train.shape[1], generator=noise, device=x_train.device)
-        x = (u[rows] < x).to(x_train.dtype)
+        x = torch.lt(u[rows], x, out=x)  # in place: x is index_select's fresh copy, in x_train's dtype
     eps = torch.randn(num_samples, len(idx), latent_dim, generator=noise, device=x_train.device)
     return x, eps[:, rows]
 
@@ -126,8 +126,8 @@ def optimizer_step(module: nn.Module, model: nn.Module, optimizer, params: list,
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     add_prior_gradient(params, train_cfg.weight_decay, num_train)
-    norm = gradient_norm(params, train_cfg.grad_clip)
-    if not bool(torch.isfinite(norm)):
+    check = clip_or_check_gradients(params, train_cfg.grad_clip)
+    if not bool(torch.isfinite(check)):
         return None, f"the bound is finite but the gradient of {first_bad_gradient(model)} is not"
     optimizer.step()
     with torch.no_grad():

@@ -18,7 +18,15 @@ sys.path.insert(0, str(ROOT / "src"))
 from aevb.config import RunConfig, read_preset, update  # noqa: E402
 from aevb.metrics import read_metrics  # noqa: E402
 
-SHARED_DATA = Path(os.environ.get("AEVB_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
+def _find_shared_data() -> Path:
+    """$AEVB_SHARED_DATA, else the first ``shared/data`` beside the checkout or one of its parents."""
+    if os.environ.get("AEVB_SHARED_DATA"):
+        return Path(os.environ["AEVB_SHARED_DATA"])
+    found = [p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()]
+    return found[0] if found else ROOT.parent / "shared" / "data"
+
+
+SHARED_DATA = _find_shared_data()
 
 
 def data_dir() -> str:

@@ -42,7 +42,7 @@ from .decoders import Decoder
 from .encoders import GaussianEncoder
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood
 from .nets import MLP
-from .optim import add_prior_gradient, clip_or_check_gradients
+from .optim import adam_step, add_prior_gradient, clip_or_check_gradients
 from .priors import StandardNormalPrior
 from .step import describe_nonfinite, first_bad_gradient
 
@@ -147,9 +147,10 @@ class SparseBinaryInput:
     For the gathers to read rows, the weight (H, D) is stored column-major: the Parameter keeps its
     identity, shape and values, only its strides change (``weight.t()`` is contiguous), and its
     ``.grad`` gets the same strides. Checkpoints are written contiguous and read back by copying,
-    so they are unaffected. Fused Adam assumes a parameter, its gradient and its moments share one
-    layout, so ``match_optimizer_state`` re-lays any state tensor (for example one just read from a
-    checkpoint) before each step.
+    so they are unaffected. Optimizer state must share the weight's layout (torch's fused Adam
+    kernel reads a parameter, its gradient and its moments in one element order), so
+    ``match_optimizer_state`` re-lays any state tensor (for example one just read from a
+    checkpoint) before each step, and ``optim.adam_step`` hands the kernel contiguous views.
     """
 
     def __init__(self, linear: nn.Linear):
@@ -178,13 +179,13 @@ class SparseBinaryInput:
 
     def forward(self, out: torch.Tensor, factor: float) -> torch.Tensor:
         """factor * (x W^T + b) into ``out`` (B, H)."""
-        _sum_rows(self.linear.weight.t(), self.cols, self.offsets, out)
-        out.add_(self.linear.bias)
+        torch.add(_sum_rows(self.linear.weight.t(), self.cols, self.offsets), self.linear.bias, out=out)
         return out.mul_(factor) if factor != 1.0 else out
 
     def weight_grad(self, delta: torch.Tensor) -> None:
-        """d loss / d W = delta^T x into ``weight.grad`` (H, D), given delta (B, H)."""
-        _sum_rows(delta, self.rows, self.offsets_t, self.linear.weight.grad.t())  # W.grad^T (D, H) is contiguous
+        """``weight.grad`` = d loss / d W = delta^T x (H, D), given delta (B, H): the transpose of a
+        fresh contiguous (D, H) sum, so it has the weight's column-major strides."""
+        self.linear.weight.grad = _sum_rows(delta, self.rows, self.offsets_t).t()
 
     def match_optimizer_state(self, optimizer) -> None:
         """Give the weight's optimizer state tensors the weight's strides (see the class docstring)."""
@@ -197,18 +198,15 @@ class SparseBinaryInput:
                 state[key] = torch.empty_like(w).copy_(value)
 
 
-def _sum_rows(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, out: torch.Tensor) -> None:
-    """out[j] = sum of table[indices[offsets[j]:offsets[j + 1]]], into the contiguous ``out``.
+def _sum_rows(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Row j: the sum of table[indices[offsets[j]:offsets[j + 1]]] (``embedding_bag`` in "sum" mode).
 
-    ``embedding_bag`` in "sum" mode; its out= variant where torch has it (no 1.5 MB allocation per
-    call), else the functional form and a copy.
-    """
+    Calls the forward-only kernel, which skips the bookkeeping for a backward pass (``torch.nn.functional.embedding_bag``
+    under no_grad still does it when the table requires grad)."""
     try:
-        empty = [indices.new_empty(0) for _ in range(3)]
-        _aten._embedding_bag_forward_only.out(table, indices, offsets, False, 0, False, None, True, -1,
-                                              out0=out, out1=empty[0], out2=empty[1], out3=empty[2])
-    except (AttributeError, RuntimeError):  # pragma: no cover - a torch without the out= overload
-        out.copy_(F.embedding_bag(indices, table, offsets, mode="sum", include_last_offset=True))
+        return _aten._embedding_bag_forward_only(table, indices, offsets, False, 0, False, None, True, -1)[0]
+    except (AttributeError, RuntimeError):  # pragma: no cover - a torch without this private op
+        return F.embedding_bag(indices, table.detach(), offsets, mode="sum", include_last_offset=True)
 
 
 class _Buffers:
@@ -377,6 +375,6 @@ class FastElbo:
             return None, f"the bound is finite but the gradient of {first_bad_gradient(model)} is not"
         if self.sparse is not None:
             self.sparse.match_optimizer_state(optimizer)
-        optimizer.step()
+        adam_step(optimizer)
         sums = torch.stack([value.sum(), recon.sum(), kl.sum(), value.new_tensor(float(len(value)))])
         return sums.double(), ""

@@ -7,7 +7,7 @@ from aevb.config import ModelConfig, ObjectiveConfig, TrainConfig
 from aevb.data import DataInfo
 from aevb.model import build_model
 from aevb.objectives import OBJECTIVES
-from aevb.optim import adam_step, build_optimizer
+from aevb.optim import step_optimizer, build_optimizer
 from aevb.step import BoundModule, draw_batch
 from aevb.train import train
 
@@ -60,36 +60,54 @@ def test_fused_adam_gives_the_reference_adam_updates():
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=k)
 
 
+def train_steps(model, opt, steps, step_fn, first=0):
+    x = torch.bernoulli(torch.full((16, 30), 0.3), generator=torch.Generator().manual_seed(1))
+    for step in range(first, first + steps):
+        eps = torch.randn(1, 16, 3, generator=torch.Generator().manual_seed(step))
+        value, _, _ = BoundModule(model, ObjectiveConfig())(x, eps, 1.0)
+        opt.zero_grad()
+        (-value.mean()).backward()
+        step_fn(opt)
+
+
+@pytest.mark.parametrize("optimizer,state_keys", [("adam", ("step", "exp_avg", "exp_avg_sq")),
+                                                  ("adagrad", ("step", "sum"))])
 @pytest.mark.parametrize("column_major", [False, True])
-def test_direct_fused_adam_step_gives_the_same_bits_as_optimizer_step(column_major):
-    """adam_step (torch._fused_adam_ called directly, contiguous views of a column-major weight) against
-    torch's own Adam(fused=True).step on an identical model: equal to the last bit, state included."""
+def test_direct_fused_step_gives_the_same_bits_as_optimizer_step(optimizer, state_keys, column_major):
+    """step_optimizer (torch's fused kernel called directly, contiguous views of a column-major weight)
+    against torch's own fused step on an identical model: equal to the last bit, state included."""
     a, b = small_model(), small_model()
     if column_major:  # the layout fastpath.SparseBinaryInput gives the first layer's weight
         for m in (a, b):
             w = m.encoder.net[0].weight
             w.data = w.data.t().contiguous().t()
-    opt_a, opt_b = (build_optimizer(m.parameters(), TrainConfig(lr=1e-2, adam_eps=1e-4), torch.device("cpu"))
-                    for m in (a, b))
-    x = torch.bernoulli(torch.full((16, 30), 0.3), generator=torch.Generator().manual_seed(1))
-    for step in range(6):
-        for model, opt, direct in ((a, opt_a, True), (b, opt_b, False)):
-            eps = torch.randn(1, 16, 3, generator=torch.Generator().manual_seed(step))
-            value, _, _ = BoundModule(model, ObjectiveConfig())(x, eps, 1.0)
-            opt.zero_grad()
-            (-value.mean()).backward()
-            adam_step(opt) if direct else opt.step()
-        if step == 0:  # the first step creates the state through torch; every later one must be direct
+    cfg = TrainConfig(optimizer=optimizer, lr=1e-2, adam_eps=1e-4)
+    opt_a, opt_b = (build_optimizer(m.parameters(), cfg, torch.device("cpu")) for m in (a, b))
+    assert opt_a.defaults.get("fused")
+    train_steps(a, opt_a, 1, step_optimizer)  # Adam's first step creates its state through torch
 
-            def not_direct():
-                raise AssertionError("adam_step fell back to optimizer.step()")
+    def not_direct():
+        raise AssertionError("step_optimizer fell back to optimizer.step()")
 
-            opt_a.step = not_direct
+    opt_a.step = not_direct  # every later step must be the direct call
+    train_steps(a, opt_a, 5, step_optimizer, first=1)
+    train_steps(b, opt_b, 6, lambda opt: opt.step())
     for (k, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(pa, pb), k
         sa, sb = opt_a.state[pa], opt_b.state[pb]
-        assert all(torch.equal(sa[key], sb[key]) for key in ("step", "exp_avg", "exp_avg_sq")), k
+        assert all(torch.equal(sa[key], sb[key]) for key in state_keys), k
     assert float(opt_a.state[next(a.parameters())]["step"]) == 6
+
+
+def test_fused_adagrad_gives_the_multi_tensor_adagrad_updates():
+    a, b = small_model(), small_model()
+    opt_a = build_optimizer(a.parameters(), TrainConfig(optimizer="adagrad", lr=1e-2), torch.device("cpu"))
+    assert opt_a.defaults.get("fused")
+    opt_b = torch.optim.Adagrad(b.parameters(), lr=1e-2, foreach=False)  # the single-tensor loop
+    train_steps(a, opt_a, 20, step_optimizer)
+    train_steps(b, opt_b, 20, lambda opt: opt.step())
+    for (k, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_flushing_denormals_does_not_change_training_beyond_float_tolerance(tmp_path):

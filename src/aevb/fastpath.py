@@ -42,7 +42,7 @@ from .decoders import Decoder
 from .encoders import GaussianEncoder
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood
 from .nets import MLP
-from .optim import adam_step, add_prior_gradient, clip_or_check_gradients
+from .optim import step_optimizer, add_prior_gradient, clip_or_check_gradients
 from .priors import StandardNormalPrior
 from .step import describe_nonfinite, first_bad_gradient
 
@@ -150,7 +150,7 @@ class SparseBinaryInput:
     so they are unaffected. Optimizer state must share the weight's layout (torch's fused Adam
     kernel reads a parameter, its gradient and its moments in one element order), so
     ``match_optimizer_state`` re-lays any state tensor (for example one just read from a
-    checkpoint) before each step, and ``optim.adam_step`` hands the kernel contiguous views.
+    checkpoint) before each step, and ``optim.step_optimizer`` hands the kernel contiguous views.
     """
 
     def __init__(self, linear: nn.Linear):
@@ -375,6 +375,6 @@ class FastElbo:
             return None, f"the bound is finite but the gradient of {first_bad_gradient(model)} is not"
         if self.sparse is not None:
             self.sparse.match_optimizer_state(optimizer)
-        adam_step(optimizer)
+        step_optimizer(optimizer)
         sums = torch.stack([value.sum(), recon.sum(), kl.sum(), value.new_tensor(float(len(value)))])
         return sums.double(), ""

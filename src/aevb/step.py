@@ -18,7 +18,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from .objectives import OBJECTIVES
-from .optim import adam_step, add_prior_gradient, clip_or_check_gradients
+from .optim import step_optimizer, add_prior_gradient, clip_or_check_gradients
 
 
 class PresetNoiseNormal(Independent):
@@ -129,7 +129,7 @@ def optimizer_step(module: nn.Module, model: nn.Module, optimizer, params: list,
     check = clip_or_check_gradients(params, train_cfg.grad_clip)
     if not bool(torch.isfinite(check)):
         return None, f"the bound is finite but the gradient of {first_bad_gradient(model)} is not"
-    adam_step(optimizer)
+    step_optimizer(optimizer)
     with torch.no_grad():
         sums = torch.stack([value.sum(), recon.sum(), kl.sum(), value.new_tensor(float(len(value)))])
     return sums.double(), ""

@@ -233,6 +233,8 @@ def test_throughput_benchmark_runs_all_methods_and_prints_the_ratios(capsys):
     assert bench.main(["--threads", "1", "--repeats", "1", "--examples", "300", "--gemm-repeats", "2"]) == 0
     out = capsys.readouterr().out
     assert "4.10 MFLOP per image per step" in out  # 784-500-20: 2 * (3 * 814,000 - 392,000) / 1e6
+    assert "2.53 MFLOP per image per step" in out  # less the first layer's two products: 4.10 - 2 * 2 * 784 * 500 / 1e6
+    assert "limit of the 9 dense products it runs" in out
     for name in ("aevb / examples", "aevb / plain", "aevb / loader", "aevb / GEMM limit"):
         assert name in out, name
 

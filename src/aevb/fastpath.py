@@ -161,20 +161,24 @@ class SparseBinaryInput:
             w.grad = None
 
     def prepare(self, x: torch.Tensor) -> bool:
-        """Index the ones of x (B, D); False when x is too dense for gathers to pay (or W was re-laid)."""
+        """Index the ones of x (B, D); False when x is too dense for gathers to pay (or W was re-laid).
+
+        ``nonzero`` lists the flat positions b * D + i of the ones in increasing order, so the bag of
+        example b starts at the number of positions below b * D (a ``searchsorted``); likewise for the
+        transposed mask, whose positions are i * B + b.
+        """
         batch, dims = x.shape
         if not self.linear.weight.t().is_contiguous():
             return False
         ones = torch.ne(x, 0)
-        self.offsets = torch.zeros(batch + 1, dtype=torch.long, device=x.device)
-        torch.cumsum(ones.sum(1, dtype=torch.long), 0, dtype=torch.long, out=self.offsets[1:])
-        if int(self.offsets[-1]) > MAX_SPARSE_DENSITY * batch * dims:
+        flat = ones.view(-1).nonzero().view(-1)  # b * D + i, increasing
+        if len(flat) > MAX_SPARSE_DENSITY * batch * dims:
             return False
-        self.cols = ones.view(-1).nonzero().view(-1).remainder_(dims)  # i of every one, grouped by example b
-        ones_t = ones.t().contiguous()
-        self.rows = ones_t.view(-1).nonzero().view(-1).remainder_(batch)  # b of every one, grouped by pixel i
-        self.offsets_t = torch.zeros(dims + 1, dtype=torch.long, device=x.device)
-        torch.cumsum(ones_t.sum(1, dtype=torch.long), 0, dtype=torch.long, out=self.offsets_t[1:])
+        self.offsets = torch.searchsorted(flat, torch.arange(0, (batch + 1) * dims, dims, device=x.device))
+        self.cols = flat.remainder_(dims)  # i of every one, grouped by example b
+        flat_t = ones.t().contiguous().view(-1).nonzero().view(-1)  # i * B + b, increasing
+        self.offsets_t = torch.searchsorted(flat_t, torch.arange(0, (dims + 1) * batch, batch, device=x.device))
+        self.rows = flat_t.remainder_(batch)  # b of every one, grouped by pixel i
         return True
 
     def forward(self, out: torch.Tensor, factor: float) -> torch.Tensor:

@@ -222,3 +222,18 @@ def test_column_major_weight_trains_like_the_dense_path_through_a_checkpoint_rou
     steps(range(3, 8))
     for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_non_binary_x_takes_the_dense_products_even_when_gathers_were_asked_for():
+    model = model_for(likelihood="gaussian", support="real", sigma="0.5")
+    fast = FastElbo(model, ObjectiveConfig(), sparse_input=True)
+    g = torch.Generator().manual_seed(4)
+    x = torch.where(torch.rand(9, 30, generator=g) < 0.1, torch.rand(9, 30, generator=g, dtype=torch.float64) + 0.5,
+                    torch.zeros((), dtype=torch.float64))  # sparse, but not 0/1
+    eps = torch.randn(1, 9, 3, generator=g, dtype=torch.float64)
+    assert fast.sparse.prepare(x) is False
+    value, recon, kl, grads = autograd_reference(model, x, eps, 1.0, ObjectiveConfig())
+    fv, _, _ = fast.forward_backward(x, eps, 1.0, 1.0 / 9)
+    torch.testing.assert_close(fv, value, rtol=1e-12, atol=1e-10)
+    for (name, p), g in zip(model.named_parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)

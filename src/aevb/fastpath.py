@@ -161,7 +161,7 @@ class SparseBinaryInput:
             w.grad = None
 
     def prepare(self, x: torch.Tensor) -> bool:
-        """Index the ones of x (B, D); False when x is too dense for gathers to pay (or W was re-laid).
+        """Index the ones of x (B, D); False when x is not binary, too dense for gathers to pay, or W was re-laid.
 
         ``nonzero`` lists the flat positions b * D + i of the ones in increasing order, so the bag of
         example b starts at the number of positions below b * D (a ``searchsorted``); likewise for the
@@ -173,6 +173,8 @@ class SparseBinaryInput:
         ones = torch.ne(x, 0)
         flat = ones.view(-1).nonzero().view(-1)  # b * D + i, increasing
         if len(flat) > MAX_SPARSE_DENSITY * batch * dims:
+            return False
+        if not bool(torch.eq(x.view(-1).index_select(0, flat), 1).all()):  # not binary: the sums need weights
             return False
         self.offsets = torch.searchsorted(flat, torch.arange(0, (batch + 1) * dims, dims, device=x.device))
         self.cols = flat.remainder_(dims)  # i of every one, grouped by example b

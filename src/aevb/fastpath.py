@@ -42,7 +42,7 @@ from .decoders import Decoder
 from .encoders import GaussianEncoder
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood
 from .nets import MLP
-from .optim import step_optimizer, add_prior_gradient, clip_or_check_gradients
+from .optim import add_prior_gradient, clip_or_check_gradients, step_optimizer
 from .priors import StandardNormalPrior
 from .step import describe_nonfinite, first_bad_gradient
 
@@ -174,7 +174,7 @@ class SparseBinaryInput:
         flat = ones.view(-1).nonzero().view(-1)  # b * D + i, increasing
         if len(flat) > MAX_SPARSE_DENSITY * batch * dims:
             return False
-        if not bool(torch.eq(x.view(-1).index_select(0, flat), 1).all()):  # not binary: the sums need weights
+        if not bool(torch.eq(x.reshape(-1).index_select(0, flat), 1).all()):  # not binary: the sums need weights
             return False
         self.offsets = torch.searchsorted(flat, torch.arange(0, (batch + 1) * dims, dims, device=x.device))
         self.cols = flat.remainder_(dims)  # i of every one, grouped by example b

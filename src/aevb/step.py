@@ -18,7 +18,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from .objectives import OBJECTIVES
-from .optim import step_optimizer, add_prior_gradient, clip_or_check_gradients
+from .optim import add_prior_gradient, clip_or_check_gradients, step_optimizer
 
 
 class PresetNoiseNormal(Independent):

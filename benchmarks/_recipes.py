@@ -22,8 +22,8 @@ def _find_shared_data() -> Path:
     """$AEVB_SHARED_DATA, else the first ``shared/data`` beside the checkout or one of its parents."""
     if os.environ.get("AEVB_SHARED_DATA"):
         return Path(os.environ["AEVB_SHARED_DATA"])
-    found = [p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()]
-    return found[0] if found else ROOT.parent / "shared" / "data"
+    return next((p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
+                ROOT.parent / "shared" / "data")
 
 
 SHARED_DATA = _find_shared_data()

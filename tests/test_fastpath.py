@@ -197,7 +197,7 @@ def test_binary_first_layer_as_row_gathers_equals_autograd(density, gathers):
 
 def test_column_major_weight_trains_like_the_dense_path_through_a_checkpoint_round_trip():
     """Fused Adam on the re-laid weight, with moments read back contiguous (as from a checkpoint), equals
-    the same steps on an untouched model: the moments are re-laid to the weight's strides first."""
+    the same steps on an untouched model: optim.step_optimizer re-lays the moments to the weight's strides first."""
     from aevb.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
 
     models = [model_for(hidden=(16,), dtype=torch.float32, seed=5) for _ in range(2)]

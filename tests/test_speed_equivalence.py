@@ -7,7 +7,7 @@ from aevb.config import ModelConfig, ObjectiveConfig, TrainConfig
 from aevb.data import DataInfo
 from aevb.model import build_model
 from aevb.objectives import OBJECTIVES
-from aevb.optim import step_optimizer, build_optimizer
+from aevb.optim import build_optimizer, step_optimizer
 from aevb.step import BoundModule, draw_batch
 from aevb.train import train
 
@@ -99,7 +99,7 @@ def test_direct_fused_step_gives_the_same_bits_as_optimizer_step(optimizer, stat
     assert float(opt_a.state[next(a.parameters())]["step"]) == 6
 
 
-def test_fused_adagrad_gives_the_multi_tensor_adagrad_updates():
+def test_fused_adagrad_gives_the_single_tensor_adagrad_updates():
     a, b = small_model(), small_model()
     opt_a = build_optimizer(a.parameters(), TrainConfig(optimizer="adagrad", lr=1e-2), torch.device("cpu"))
     assert opt_a.defaults.get("fused")

@@ -148,9 +148,9 @@ class SparseBinaryInput:
     identity, shape and values, only its strides change (``weight.t()`` is contiguous), and its
     ``.grad`` gets the same strides. Checkpoints are written contiguous and read back by copying,
     so they are unaffected. Optimizer state must share the weight's layout (torch's fused Adam
-    kernel reads a parameter, its gradient and its moments in one element order), so
-    ``match_optimizer_state`` re-lays any state tensor (for example one just read from a
-    checkpoint) before each step, and ``optim.step_optimizer`` hands the kernel contiguous views.
+    kernel reads a parameter, its gradient and its moments in one element order):
+    ``optim.step_optimizer`` re-lays any state tensor that does not (for example one just read
+    from a checkpoint) and hands the kernel contiguous views.
     """
 
     def __init__(self, linear: nn.Linear):
@@ -192,16 +192,6 @@ class SparseBinaryInput:
         """``weight.grad`` = d loss / d W = delta^T x (H, D), given delta (B, H): the transpose of a
         fresh contiguous (D, H) sum, so it has the weight's column-major strides."""
         self.linear.weight.grad = _sum_rows(delta, self.rows, self.offsets_t).t()
-
-    def match_optimizer_state(self, optimizer) -> None:
-        """Give the weight's optimizer state tensors the weight's strides (see the class docstring)."""
-        w = self.linear.weight
-        state = optimizer.state.get(w)
-        if not state:
-            return
-        for key, value in state.items():
-            if torch.is_tensor(value) and value.shape == w.shape and value.stride() != w.stride():
-                state[key] = torch.empty_like(w).copy_(value)
 
 
 def _sum_rows(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -379,8 +369,6 @@ class FastElbo:
         check = clip_or_check_gradients(params, train_cfg.grad_clip)
         if not bool(torch.isfinite(check)):
             return None, f"the bound is finite but the gradient of {first_bad_gradient(model)} is not"
-        if self.sparse is not None:
-            self.sparse.match_optimizer_state(optimizer)
         step_optimizer(optimizer)
         sums = torch.stack([value.sum(), recon.sum(), kl.sum(), value.new_tensor(float(len(value)))])
         return sums.double(), ""

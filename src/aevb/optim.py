@@ -131,8 +131,10 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     parameter, gradient and state tensor as contiguous views: given a column-major weight (the
     fast path's sparse first layer) the kernels would otherwise copy it twice per step. Anything
     else (other optimizers, hooks, amsgrad, maximize, a first Adam step that creates the state)
-    calls ``optimizer.step()``. tests/test_speed_equivalence.py checks that both give the same bits.
+    calls ``optimizer.step()``. Either way, state tensors are first given their parameter's strides
+    (``match_state_layout``). tests/test_speed_equivalence.py checks that both give the same bits.
     """
+    match_state_layout(optimizer)
     direct = _DIRECT_STEPS.get(type(optimizer))
     lists = _fused_lists(optimizer, direct[0]) if direct else None
     if lists is None:
@@ -140,6 +142,21 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
         return
     torch._foreach_add_(lists[-1], 1)
     direct[1](optimizer.param_groups[0], *lists)
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor of the parameter's shape the parameter's strides.
+
+    Torch's fused kernels read a parameter, its gradient and its state in one element order, so a
+    column-major weight (the fast path's sparse first layer) with contiguous moments (as read back
+    from a checkpoint, or restored by the NaN guard) would silently get wrong updates.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            for key, value in (state or {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p).copy_(value)
 
 
 def _fused_adam(group: dict, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:

@@ -109,18 +109,6 @@ def clip_or_check_gradients(params: list[torch.Tensor], max_norm: float) -> torc
     return torch.stack(sums).sum() if sums else torch.zeros(())
 
 
-def _storage_order(tensors: list[torch.Tensor]) -> list[torch.Tensor] | None:
-    """The tensors as contiguous views when they share one layout (contiguous, or a 2-D transpose), else None."""
-    first = tensors[0]
-    if any(t.stride() != first.stride() for t in tensors[1:]):
-        return None
-    if first.is_contiguous():
-        return tensors
-    if first.dim() == 2 and first.t().is_contiguous():
-        return [t.t() for t in tensors]
-    return None
-
-
 def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()``; for fused CPU Adam and Adagrad, the same update called straight into the kernel.
 
@@ -132,12 +120,12 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     fast path's sparse first layer) the kernels would otherwise copy it twice per step. Anything
     else (other optimizers, hooks, amsgrad, maximize, a first Adam step that creates the state)
     calls ``optimizer.step()``. Either way, state tensors are first given their parameter's strides
-    (``match_state_layout``). tests/test_speed_equivalence.py checks that both give the same bits.
+    (``match_state_layout``; the direct call does the same in its one pass over the parameters). tests/test_speed_equivalence.py checks that both give the same bits.
     """
-    match_state_layout(optimizer)
     direct = _DIRECT_STEPS.get(type(optimizer))
     lists = _fused_lists(optimizer, direct[0]) if direct else None
     if lists is None:
+        match_state_layout(optimizer)
         optimizer.step()
         return
     torch._foreach_add_(lists[-1], 1)
@@ -180,7 +168,13 @@ _DIRECT_STEPS = {
 
 
 def _fused_lists(optimizer, state_keys: tuple[str, ...]) -> list[list[torch.Tensor]] | None:
-    """[params, grads, *state tensors, steps] for ``step_optimizer``'s direct call, or None when it does not apply."""
+    """[params, grads, *state tensors, steps] for ``step_optimizer``'s direct call, or None when it does not apply.
+
+    One pass over the parameters (this runs every step, so it avoids repeated attribute calls): each
+    state tensor is first given its parameter's strides where it lacks them (as ``match_state_layout``
+    does), and a column-major 2-D parameter is handed over with its gradient and state as transposed,
+    contiguous views.
+    """
     if len(optimizer.param_groups) != 1:
         return None
     group = optimizer.param_groups[0]
@@ -192,17 +186,32 @@ def _fused_lists(optimizer, state_keys: tuple[str, ...]) -> list[list[torch.Tens
     if not plain or hooks:
         return None
     lists: list[list[torch.Tensor]] = [[] for _ in range(3 + len(state_keys))]
-    dtype = None
+    dtype, all_state = None, optimizer.state
     for p in group["params"]:
-        if p.grad is None:
+        grad = p.grad
+        if grad is None:
             continue
-        state = optimizer.state.get(p)
-        if not state or any(k not in state for k in state_keys) or p.device.type != "cpu" or p.grad.is_sparse:
+        state = all_state.get(p)
+        step = state.get("step") if state else None
+        if step is None or not torch.is_tensor(step) or not p.is_cpu or grad.is_sparse:
             return None
         dtype = dtype or p.dtype
-        views = _storage_order([p, p.grad, *(state[k] for k in state_keys)])
-        if views is None or p.dtype != dtype or not torch.is_tensor(state.get("step")):
+        stride = p.stride()
+        if p.dtype != dtype or grad.stride() != stride:
             return None
-        for out, t in zip(lists, [*views, state["step"]]):
+        tensors = [p, grad]
+        for key in state_keys:
+            value = state.get(key)
+            if value is None or value.shape != p.shape:
+                return None
+            if value.stride() != stride:  # e.g. contiguous moments read back for the column-major weight
+                value = state[key] = torch.empty_like(p).copy_(value)
+            tensors.append(value)
+        if not p.is_contiguous():
+            if p.dim() != 2 or not p.t().is_contiguous():
+                return None
+            tensors = [t.t() for t in tensors]  # same strides, so all of them are contiguous transposed
+        for out, t in zip(lists, tensors):
             out.append(t)
+        lists[-1].append(step)
     return lists if lists[0] else None

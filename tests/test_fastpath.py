@@ -195,6 +195,26 @@ def test_binary_first_layer_as_row_gathers_equals_autograd(density, gathers):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_sparse_indices_are_the_ones_grouped_by_example_and_by_pixel(dtype):
+    """prepare's bags against their definition, built in Python: bag b lists the pixels i with x_bi = 1
+    in increasing order, bag i (transposed) the examples b with x_bi = 1; also for a non-contiguous x."""
+    from aevb.fastpath import SparseBinaryInput
+
+    layer = torch.nn.Linear(30, 4)
+    sparse = SparseBinaryInput(layer)
+    x, _ = sparse_draws(17, 1, dtype, 0.12)
+    for batch in (x, torch.cat([x, x], 1)[:, ::2]):  # the second has strides (60, 2)
+        assert sparse.prepare(batch)
+        on = [[i for i in range(30) if batch[b, i] == 1] for b in range(17)]
+        bags = [sparse.cols[sparse.offsets[b]:sparse.offsets[b + 1]].tolist() for b in range(17)]
+        assert bags == on and sparse.offsets[-1] == sum(map(len, on))
+        by_pixel = [[b for b in range(17) if batch[b, i] == 1] for i in range(30)]
+        assert [sparse.rows[sparse.offsets_t[i]:sparse.offsets_t[i + 1]].tolist() for i in range(30)] == by_pixel
+        assert sparse.cols.dtype == sparse.rows.dtype == torch.int64
+    assert sparse.prepare(x.to(torch.bfloat16)) is False  # numpy has no bfloat16: the dense products
+
+
 def test_column_major_weight_trains_like_the_dense_path_through_a_checkpoint_round_trip():
     """Fused Adam on the re-laid weight, with moments read back contiguous (as from a checkpoint), equals
     the same steps on an untouched model: optim.step_optimizer re-lays the moments to the weight's strides first."""

@@ -135,6 +135,7 @@ def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
     return next((why for bad, why in checks if bad), "")
 
 
+_NUMPY_FLOATS = (torch.float32, torch.float64, torch.float16)  # x dtypes numpy can view for the index building
 MAX_SPARSE_DENSITY = 0.2  # above this fraction of ones the dense products are about as fast (measured: 784-500, batch 100)
 
 
@@ -197,9 +198,6 @@ class SparseBinaryInput:
         """``weight.grad`` = d loss / d W = delta^T x (H, D), given delta (B, H): the transpose of a
         fresh contiguous (D, H) sum, so it has the weight's column-major strides."""
         self.linear.weight.grad = _sum_rows(delta, self.rows, self.offsets_t).t()
-
-
-_NUMPY_FLOATS = (torch.float32, torch.float64, torch.float16)
 
 
 def _indices(a: np.ndarray) -> torch.Tensor:

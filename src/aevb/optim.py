@@ -120,7 +120,8 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     fast path's sparse first layer) the kernels would otherwise copy it twice per step. Anything
     else (other optimizers, hooks, amsgrad, maximize, a first Adam step that creates the state)
     calls ``optimizer.step()``. Either way, state tensors are first given their parameter's strides
-    (``match_state_layout``; the direct call does the same in its one pass over the parameters). tests/test_speed_equivalence.py checks that both give the same bits.
+    (``match_state_layout``; the direct call does the same in its one pass over the parameters).
+    tests/test_speed_equivalence.py checks that both give the same bits.
     """
     direct = _DIRECT_STEPS.get(type(optimizer))
     lists = _fused_lists(optimizer, direct[0]) if direct else None
@@ -144,7 +145,12 @@ def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
             state = optimizer.state.get(p)
             for key, value in (state or {}).items():
                 if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
-                    state[key] = torch.empty_like(p).copy_(value)
+                    state[key] = _laid_out_like(p, value)
+
+
+def _laid_out_like(p: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """A copy of ``value`` with the strides of ``p`` (same shape)."""
+    return torch.empty_like(p).copy_(value)
 
 
 def _fused_adam(group: dict, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
@@ -205,7 +211,7 @@ def _fused_lists(optimizer, state_keys: tuple[str, ...]) -> list[list[torch.Tens
             if value is None or value.shape != p.shape:
                 return None
             if value.stride() != stride:  # e.g. contiguous moments read back for the column-major weight
-                value = state[key] = torch.empty_like(p).copy_(value)
+                value = state[key] = _laid_out_like(p, value)
             tensors.append(value)
         if not p.is_contiguous():
             if p.dim() != 2 or not p.t().is_contiguous():

@@ -1,7 +1,8 @@
 """Seconds for the K=5000 log-likelihood estimate (IWAE bound) of MNIST test images: aevb's
 evaluator next to a straightforward implementation that replicates each image K times through
 the encoder, and the GEMM-limit time of the same work (the model's matrix products at the same
-shapes, timed alone). Models: the AEVB MNIST model (784-500-20, tanh) and 784-200-200-50 (tanh).
+shapes, timed alone, with torch's mm and with oneDNN: aevb's evaluator decodes with oneDNN where
+torch has it, see aevb.gemm). Models: the AEVB MNIST model (784-500-20, tanh) and 784-200-200-50 (tanh).
 
     OMP_NUM_THREADS=1 python benchmarks/eval_throughput.py --threads 1 --images 1000
 
@@ -71,9 +72,23 @@ def replicate_estimate(model, x: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def gemm_limit_seconds(model, num_images: int, k: int, memory_mb: int) -> float:
+def gemm_limit_seconds(model, num_images: int, k: int, memory_mb: int, kernel: str = "torch") -> float:
     """Time of the evaluator's matrix products alone: the encoder once per image, the decoder on
-    K samples per image, at the evaluator's block shapes."""
+    K samples per image, at the evaluator's block shapes. ``kernel``: "torch" times ``torch.mm``
+    (MKL in x86 builds), "onednn" the same products through ``aevb.gemm``'s oneDNN backend (what
+    the evaluator's decoder uses where torch has it)."""
+    from aevb import gemm
+
+    previous = gemm.set_backend("onednn" if kernel == "onednn" else "torch")
+    try:
+        if kernel == "onednn" and gemm.backend() != "onednn":
+            return math.nan
+        return _time_products(model, num_images, k, memory_mb, gemm.matmul if kernel == "onednn" else torch.mm)
+    finally:
+        gemm.set_backend(previous)
+
+
+def _time_products(model, num_images: int, k: int, memory_mb: int, product) -> float:
     linears = lambda net: [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
     examples, block = choose_chunks(784, model.latent_dim, k, memory_mb)
     rows = examples * block
@@ -82,11 +97,11 @@ def gemm_limit_seconds(model, num_images: int, k: int, memory_mb: int) -> float:
     for layers, m, reps in ((linears(model.encoder), num_images, 1), (linears(model.decoder), rows, num_blocks)):
         for lin in layers:
             a, w = torch.randn(m, lin.in_features), lin.weight.detach().T.contiguous()
-            torch.mm(a, w)
+            product(a, w)
             n = max(1, min(reps, 20))
             start = time.perf_counter()
             for _ in range(n):
-                torch.mm(a, w)
+                product(a, w)
             total += (time.perf_counter() - start) / n * reps
     return total
 
@@ -104,11 +119,13 @@ def main() -> None:
     x, source = load_test_images(args.images)
     print(f"{args.images} images ({source}), K={args.k}, {args.threads} thread(s), torch {torch.__version__}")
     print(f"repeats alternate aevb, replicate, GEMM; times are the minimum (median) over {args.repeats} repeats")
-    print(f"{'model':<22} {'aevb s':>14} {'replicate s':>14} {'GEMM limit s':>14} {'speed-up':>9} {'of limit':>9} {'max |diff|':>10}")
+    print("GEMM limit: the products alone, with torch's mm (MKL) / with oneDNN; 'of limit' = limit time / aevb time")
+    print(f"{'model':<22} {'aevb s':>11} {'replicate s':>12} {'GEMM torch s':>13} {'GEMM oneDNN s':>14} {'speed-up':>9} "
+          f"{'of limits':>11} {'max |diff|':>10}")
     for name in args.models.split(","):
         hidden, latent_dim = MODELS[name]
         model = make_model(hidden, latent_dim, x)
-        times: dict[str, list] = {"aevb": [], "replicate": [], "gemm": []}
+        times: dict[str, list] = {"aevb": [], "replicate": [], "gemm": [], "onednn": []}
         for _ in range(args.repeats):
             start = time.perf_counter()
             fast = importance_sample(model, x, k=args.k, memory_mb=args.memory_mb, progress=False,
@@ -120,13 +137,15 @@ def main() -> None:
             times["replicate"].append(time.perf_counter() - start)
             torch.set_num_threads(1)  # one thread's GEMM time / N: the ideal N-thread limit, free of OpenMP stalls
             times["gemm"].append(gemm_limit_seconds(model, args.images, args.k, args.memory_mb) / args.threads)
+            times["onednn"].append(gemm_limit_seconds(model, args.images, args.k, args.memory_mb, "onednn") / args.threads)
             torch.set_num_threads(args.threads)
         best = {key: min(v) for key, v in times.items()}
         shown = {key: f"{min(v):.1f} ({statistics.median(v):.1f})" for key, v in times.items()}
         # different random draws: the two estimates agree to Monte Carlo error only
         diff = float((fast.float() - slow).abs().max())
-        print(f"{name:<22} {shown['aevb']:>14} {shown['replicate']:>14} {shown['gemm']:>14} "
-              f"{best['replicate'] / best['aevb']:8.2f}x {best['gemm'] / best['aevb']:9.2f} {diff:10.3f}")
+        print(f"{name:<22} {shown['aevb']:>11} {shown['replicate']:>12} {shown['gemm']:>13} {shown['onednn']:>14} "
+              f"{best['replicate'] / best['aevb']:8.2f}x {best['gemm'] / best['aevb']:5.2f}/{best['onednn'] / best['aevb']:.2f} "
+              f"{diff:10.3f}")
 
 
 if __name__ == "__main__":

@@ -47,3 +47,17 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(params=["onednn", "torch"])
+def matmul_backend(request):
+    """Run the test with each matrix-product backend of ``aevb.gemm`` (oneDNN skipped where torch lacks it)."""
+    from aevb import gemm
+
+    previous = gemm.set_backend(request.param)
+    try:
+        if gemm.backend() != request.param:
+            pytest.skip(f"the {request.param} backend is not available in this torch build")
+        yield request.param
+    finally:
+        gemm.set_backend(previous)

@@ -288,7 +288,7 @@ def test_evaluate_command_explains_missing_run_corrupt_checkpoint_and_bad_split(
     assert r.returncode == 2 and "dev" in r.stderr and "test" in r.stderr
 
 
-def test_sigmoid_rewrite_of_a_tanh_decoder_gives_the_same_outputs():
+def test_sigmoid_rewrite_of_a_tanh_decoder_gives_the_same_outputs(matmul_backend):
     from aevb.decoders import mlp_decoder
     from aevb.evaluate import SigmoidMLP
 

@@ -75,8 +75,11 @@ def test_gaussian_with_a_fixed_sigma_equals_autograd(support, sigma):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)
 
 
-def test_fast_path_matches_autograd_in_float32_and_reuses_buffers_across_batch_sizes():
-    model = model_for(dtype=torch.float32)
+@pytest.mark.parametrize("activation,hidden", [("tanh", (16,)), ("relu", (12, 9)), ("elu", (16,)), ("softplus", (16,))])
+def test_fast_path_matches_autograd_in_float32_and_reuses_buffers_across_batch_sizes(matmul_backend, activation,
+                                                                                      hidden):
+    """float32 products go to oneDNN (activations inside the product where it has them) or to torch."""
+    model = model_for(activation=activation, hidden=hidden, dtype=torch.float32)
     fast = FastElbo(model, ObjectiveConfig(num_samples=2))
     for batch in (100, 37, 100):  # full batch, last partial batch, full batch again
         x, eps = draws(batch, 2, torch.float32, seed=batch)
@@ -215,7 +218,7 @@ def test_sparse_indices_are_the_ones_grouped_by_example_and_by_pixel(dtype):
     assert sparse.prepare(x.to(torch.bfloat16)) is False  # numpy has no bfloat16: the dense products
 
 
-def test_column_major_weight_trains_like_the_dense_path_through_a_checkpoint_round_trip():
+def test_column_major_weight_trains_like_the_dense_path_through_a_checkpoint_round_trip(matmul_backend):
     """Fused Adam on the re-laid weight, with moments read back contiguous (as from a checkpoint), equals
     the same steps on an untouched model: optim.step_optimizer re-lays the moments to the weight's strides first."""
     from aevb.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
@@ -257,3 +260,20 @@ def test_non_binary_x_takes_the_dense_products_even_when_gathers_were_asked_for(
     torch.testing.assert_close(fv, value, rtol=1e-12, atol=1e-10)
     for (name, p), g in zip(model.named_parameters(), grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("density,gathers", [(0.12, True), (0.6, False)])
+def test_column_major_first_layer_in_float32_equals_autograd_with_either_matrix_product_backend(
+        matmul_backend, density, gathers):
+    """The float32 products of the column-major weight (oneDNN takes the transposed views as they are)."""
+    model = model_for(hidden=(16,), dtype=torch.float32)
+    objective = ObjectiveConfig(num_samples=2)
+    x, eps = sparse_draws(17, 2, torch.float32, density)
+    value, recon, kl, grads = autograd_reference(model, x, eps, 1.0, objective)
+    fast = FastElbo(model, objective)
+    assert fast.sparse.prepare(x) is gathers
+    fv, fr, fk = fast.forward_backward(x, eps, 1.0, 1.0 / 17)
+    torch.testing.assert_close(fv, value, rtol=1e-5, atol=1e-4)
+    for (name, p), g in zip(model.named_parameters(), grads):
+        assert p.grad.stride() == p.stride(), name
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-5 * float(g.abs().max()), msg=name)

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import gemm
 from .decoders import Decoder
 from .encoders import GaussianEncoder
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood
@@ -76,13 +77,15 @@ def _softplus_(a: torch.Tensor) -> torch.Tensor:
     return torch._C._nn.softplus(a, 1.0, 20.0, out=a)
 
 
-# activation module type -> (in-place forward, in-place backward from the output h, pre-activation factor):
-# the forward is given factor * a (the factor is folded into the matrix product that makes a)
+# activation module type -> (in-place forward, in-place backward from the output h, pre-activation factor,
+# the name of the same activation applied inside a ``gemm.linear`` product or None): the forward is given
+# factor * a (the factor is folded into the torch backend's matrix product that makes a); with the oneDNN
+# backend the product applies the named activation itself (factor 1 where there is none)
 ACTIVATIONS = {
-    nn.Tanh: (_tanh_from_double_, _tanh_backward, 2.0),
-    nn.ReLU: (torch.relu_, _relu_backward, 1.0),
-    nn.ELU: (lambda a: torch._C._nn.elu_(a), _elu_backward, 1.0),
-    nn.Softplus: (_softplus_, _softplus_backward, 1.0),
+    nn.Tanh: (_tanh_from_double_, _tanh_backward, 2.0, "tanh"),
+    nn.ReLU: (torch.relu_, _relu_backward, 1.0, "relu"),
+    nn.ELU: (lambda a: torch._C._nn.elu_(a), _elu_backward, 1.0, None),
+    nn.Softplus: (_softplus_, _softplus_backward, 1.0, None),
 }
 
 
@@ -267,11 +270,21 @@ class FastElbo:
 
     @staticmethod
     def _linear_act(m: nn.Linear, h: torch.Tensor, out: torch.Tensor, act) -> torch.Tensor:
-        """act(h W^T + b) into ``out`` (no activation for the output layer: act None)."""
+        """act(h W^T + b) (no activation for the output layer: act None): a new tensor with the oneDNN
+        backend (``gemm``), else written into ``out``."""
+        if gemm.uses_onednn(h):
+            if act is None or act[3] is not None:
+                return gemm.linear(h, m.weight, m.bias, act[3] if act is not None else None)
+            return act[0](gemm.linear(h, m.weight, m.bias))  # factor 1: ELU, softplus
         if act is None:
             return torch.addmm(m.bias, h, m.weight.t(), out=out)
-        forward, _, factor = act
+        forward, _, factor, _ = act
         return forward(torch.addmm(m.bias, h, m.weight.t(), beta=factor, alpha=factor, out=out))
+
+    @staticmethod
+    def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """a @ b: a new tensor with the oneDNN backend, else written into ``out``."""
+        return gemm.matmul(a, b) if gemm.uses_onednn(a) else torch.mm(a, b, out=out)
 
     @torch.no_grad()
     def forward_backward(self, x: torch.Tensor, eps: torch.Tensor, beta: float, scale: float):
@@ -285,7 +298,7 @@ class FastElbo:
         buf = self.buffers(batch, num_samples)
         # encoder: h_i = act(h_{i-1} W_i^T + b_i); last layer -> (mu, log_var)
         sparse = self.sparse is not None and self.sparse.prepare(x)
-        h = x
+        h, enc_out = x, []
         for i, m in enumerate(self.enc):
             act = self.enc_act[i] if i < len(self.enc_act) else None
             if i == 0 and sparse:
@@ -293,14 +306,16 @@ class FastElbo:
                 h = act[0](h) if act is not None else h
             else:
                 h = self._linear_act(m, h, buf.enc_h[i], act)
+            enc_out.append(h)
         latent = h.shape[1] // 2
         mu, log_var = h[:, :latent], h[:, latent:]
         std = torch.mul(log_var, 0.5, out=buf.std).exp_()
         z = torch.addcmul(mu, eps, std, out=buf.z)  # (L, B, D)
         # decoder on the L*B samples: its outputs l (L*B, num_dims), the logits or the Gaussian means
-        g = z.view(num_samples * batch, latent)
+        g, dec_out = z.view(num_samples * batch, latent), []
         for i, m in enumerate(self.dec):
             g = self._linear_act(m, g, buf.dec_h[i], self.dec_act[i] if i < len(self.dec_act) else None)
+            dec_out.append(g)
         logits = g.view(num_samples, batch, -1)
         delta = buf.dec_grad[-1].view(num_samples, batch, -1)
         log_p_x_given_z = self._log_likelihood_and_delta(logits, x, buf.work, delta, scale / num_samples)  # (L, B)
@@ -309,12 +324,11 @@ class FastElbo:
         kl = 0.5 * (mu.square() + var - 1.0 - log_var).sum(-1)
         value = recon - beta * kl
         delta = delta.view(num_samples * batch, -1)
-        inputs = [z.view(num_samples * batch, latent), *buf.dec_h[:-1]]
+        inputs = [z.view(num_samples * batch, latent), *dec_out[:-1]]
         for i in reversed(range(len(self.dec))):
             m = self.dec[i]
-            below = buf.dec_grad[i - 1] if i > 0 else buf.z_grad
-            torch.mm(delta, m.weight, out=below)  # first, while the weight is still in cache from the forward
-            torch.mm(delta.t(), inputs[i], out=m.weight.grad)
+            below = self._mm(delta, m.weight, buf.dec_grad[i - 1] if i > 0 else buf.z_grad)  # first, while the
+            m.weight.grad = self._mm(delta.t(), inputs[i], m.weight.grad)  # weight is still in cache from the forward
             torch.sum(delta, 0, out=m.bias.grad)
             if i > 0:
                 self.dec_act[i - 1][1](below, inputs[i])
@@ -326,19 +340,18 @@ class FastElbo:
         torch.sum(z_grad.mul_(eps), 0, out=log_var_grad).mul_(std).mul_(0.5)
         log_var_grad.add_(var - 1.0, alpha=0.5 * scale * beta)
         delta = out_grad
-        inputs = [x, *buf.enc_h[:-1]]
+        inputs = [x, *enc_out[:-1]]
         for i in reversed(range(len(self.enc))):
             m = self.enc[i]
             if i == 0 and sparse:
                 self.sparse.weight_grad(delta)
             elif not m.weight.grad.is_contiguous():  # the column-major first layer, x too dense for gathers
-                torch.mm(inputs[i].t(), delta, out=m.weight.grad.t())
+                m.weight.grad = self._mm(inputs[i].t(), delta, m.weight.grad.t()).t()
             else:
-                torch.mm(delta.t(), inputs[i], out=m.weight.grad)
+                m.weight.grad = self._mm(delta.t(), inputs[i], m.weight.grad)
             torch.sum(delta, 0, out=m.bias.grad)
             if i > 0:
-                below = buf.enc_grad[i - 1]
-                torch.mm(delta, m.weight, out=below)
+                below = self._mm(delta, m.weight, buf.enc_grad[i - 1])
                 self.enc_act[i - 1][1](below, inputs[i])
                 delta = below
         return value, recon, kl

@@ -36,6 +36,7 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 from tqdm import tqdm
 
+from . import gemm
 from .likelihoods import BernoulliLikelihood
 
 LOG_2PI = math.log(2 * math.pi)
@@ -111,12 +112,12 @@ class SigmoidMLP:
         """The last hidden layer's output (rows of z flattened), the input of the output layer."""
         h = z.reshape(-1, z.shape[-1])
         for w, b in self.layers[:-1]:
-            h = torch.addmm(b, h, w).sigmoid_()
+            h = gemm.linear(h, w.t(), b, "sigmoid")
         return h
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         w, b = self.layers[-1]
-        return torch.addmm(b, self.hidden(z), w).reshape(*z.shape[:-1], -1)
+        return gemm.linear(self.hidden(z), w.t(), b).reshape(*z.shape[:-1], -1)
 
     def bernoulli_log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) = x . l - sum_d softplus(l_d) with logits l = h W + b, for z (B, S, D) and
@@ -125,7 +126,7 @@ class SigmoidMLP:
         num_examples, num_samples = z.shape[:2]
         w, b = self.layers[-1]
         h = self.hidden(z)  # (B * S, H)
-        logits = torch.addmm(b, h, w)
+        logits = gemm.linear(h, w.t(), b)
         sum_softplus = torch._C._nn.softplus(logits, 1.0, 20.0, out=logits).sum(-1).view(num_examples, num_samples)
         w_x = torch.mm(w, x.t())  # (H, B): column b is W x_b
         b_x = torch.mv(x, b)  # (B,)

@@ -11,7 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import gemm
+
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
+_FUSED = {nn.Tanh: "tanh", nn.ReLU: "relu"}  # activations a ``gemm.linear_module_forward`` product applies itself
 
 
 def build_activation(name: str) -> nn.Module:
@@ -42,6 +45,24 @@ class MLP(nn.Sequential):
     @property
     def output_layer(self) -> nn.Linear:
         return self[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers in order; each Linear (with a tanh or ReLU after it) runs as one ``gemm`` product,
+        on oneDNN where it applies (float32 on the CPU), the same function to float rounding.
+        Exports and compilation see the plain ``nn.Sequential`` of torch's modules."""
+        if not gemm.uses_onednn(x) or gemm.capturing():
+            return super().forward(x)
+        mods, i = list(self), 0
+        while i < len(mods):
+            m = mods[i]
+            if type(m) is nn.Linear:
+                fused = _FUSED.get(type(mods[i + 1])) if i + 1 < len(mods) else None
+                x = gemm.linear_module_forward(x, m.weight, m.bias, fused)
+                i += 2 if fused else 1
+            else:
+                x = m(x)
+                i += 1
+        return x
 
 
 def image_shape_for_conv(shape: Sequence[int]) -> tuple[int, int, int]:

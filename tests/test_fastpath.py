@@ -224,7 +224,8 @@ def test_column_major_weight_trains_like_the_dense_path_through_a_checkpoint_rou
     from aevb.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
 
     models = [model_for(hidden=(16,), dtype=torch.float32, seed=5) for _ in range(2)]
-    fasts = [FastElbo(models[0], ObjectiveConfig()), FastElbo(models[1], ObjectiveConfig(), sparse_input=False)]
+    fasts = [FastElbo(models[0], ObjectiveConfig(), sparse_input=True),
+             FastElbo(models[1], ObjectiveConfig(), sparse_input=False)]
     assert not models[0].encoder.net[0].weight.is_contiguous() and models[1].encoder.net[0].weight.is_contiguous()
     train_cfg = TrainConfig(lr=0.01)
     opts = [build_optimizer(list(m.parameters()), train_cfg) for m in models]
@@ -270,10 +271,22 @@ def test_column_major_first_layer_in_float32_equals_autograd_with_either_matrix_
     objective = ObjectiveConfig(num_samples=2)
     x, eps = sparse_draws(17, 2, torch.float32, density)
     value, recon, kl, grads = autograd_reference(model, x, eps, 1.0, objective)
-    fast = FastElbo(model, objective)
+    fast = FastElbo(model, objective, sparse_input=True)
     assert fast.sparse.prepare(x) is gathers
     fv, fr, fk = fast.forward_backward(x, eps, 1.0, 1.0 / 17)
     torch.testing.assert_close(fv, value, rtol=1e-5, atol=1e-4)
     for (name, p), g in zip(model.named_parameters(), grads):
         assert p.grad.stride() == p.stride(), name
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-5 * float(g.abs().max()), msg=name)
+
+
+def test_gathers_are_the_default_only_beside_torchs_products(matmul_backend):
+    """float32 with oneDNN's products: dense first layer, row-major weight; with torch's: gathers, column-major."""
+    model = model_for(hidden=(16,), dtype=torch.float32)
+    fast = FastElbo(model, ObjectiveConfig())
+    weight = model.encoder.net[0].weight
+    if matmul_backend == "onednn":
+        assert fast.sparse is None and weight.is_contiguous()
+    else:
+        assert fast.sparse is not None and weight.t().is_contiguous()
+    assert FastElbo(model_for(hidden=(16,)), ObjectiveConfig()).sparse is not None  # float64 never goes to oneDNN

@@ -109,3 +109,26 @@ def test_traced_mlp_holds_only_torch_ops_and_computes_the_same():
     traced = torch.jit.trace(net, x, check_trace=False)
     assert "mkldnn" not in str(traced.graph)
     torch.testing.assert_close(traced(x), net(x), rtol=1e-5, atol=1e-6)
+
+
+def test_odd_layouts_and_empty_batches_give_torchs_products(matmul_backend):
+    """Expanded (stride 0), strided and transposed operands, one row and no rows, through gemm and nets.MLP."""
+    from aevb.nets import MLP
+
+    g = torch.Generator().manual_seed(3)
+    w, b = torch.randn(7, 5, generator=g), torch.randn(7, generator=g)
+    cases = {"expanded": torch.randn(1, 5, generator=g).expand(4, -1), "row-strided": torch.randn(4, 9, generator=g)[:, :5],
+             "column-strided": torch.randn(4, 10, generator=g)[:, ::2], "transposed": torch.randn(5, 4, generator=g).t(),
+             "one row": torch.randn(1, 5, generator=g), "no rows": torch.randn(0, 5, generator=g)}
+    torch.manual_seed(0)
+    net = MLP(5, [6], 3, "tanh")
+    for name, x in cases.items():
+        dense = x.contiguous()
+        torch.testing.assert_close(gemm.linear(x, w, b), torch.addmm(b, dense, w.t()), rtol=1e-5, atol=1e-5, msg=name)
+        torch.testing.assert_close(gemm.matmul(x, w.t()), dense @ w.t(), rtol=1e-5, atol=1e-5, msg=name)
+        leaf = dense.clone().requires_grad_()
+        out = net(leaf)
+        out.sum().backward()
+        assert out.shape == (len(x), 3) and leaf.grad.shape == x.shape, name
+        with torch.no_grad():
+            torch.testing.assert_close(out, torch.nn.Sequential.forward(net, dense), rtol=1e-5, atol=1e-6, msg=name)

@@ -79,8 +79,8 @@ def set_backend(name: str | None) -> str:
 
 
 def uses_onednn(x: torch.Tensor) -> bool:
-    """Whether products with this operand go to oneDNN (float32 on the CPU, backend "onednn")."""
-    return x.dtype == torch.float32 and x.device.type == "cpu" and backend() == "onednn"
+    """Whether products with this operand go to oneDNN (non-empty float32 on the CPU, backend "onednn")."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and x.numel() > 0 and backend() == "onednn"
 
 
 

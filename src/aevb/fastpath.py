@@ -19,7 +19,9 @@ into each parameter's ``.grad`` by the chain rule:
     d loss / d mu         = sum_l d loss / d z_l + scale * beta * mu
     d loss / d log_var    = sum_l d loss / d z_l * eps_l * exp(log_var / 2) / 2 + scale * beta * (exp(log_var) - 1) / 2
     d loss / d W = delta^T h_in,  d loss / d b = sum_b delta,  d loss / d h_in = delta W  (Linear: y = h_in W^T + b)
-Every product writes into a buffer allocated once per batch size (``torch.addmm``/``mm`` with ``out=``).
+With torch's products every product writes into a buffer allocated once per batch size
+(``torch.addmm``/``mm`` with ``out=``); oneDNN's (``gemm``, float32 on x86 CPUs) return new tensors and
+apply tanh or ReLU inside the product.
 
 Binary data (the Bernoulli likelihood's support) make the two products of the first encoder layer
 sparse: with S_b = {i : x_bi = 1},

@@ -147,7 +147,7 @@ def linear_module_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     On the oneDNN backend (float32 CPU tensors, outside graph capture) the product, the activation
     and, under autograd, the backward products run on oneDNN; otherwise ``torch.nn.functional.linear``
     and torch's activation."""
-    if not uses_onednn(x) or capturing():
+    if capturing() or not uses_onednn(x):
         y = torch.nn.functional.linear(x, weight, bias)
         return y if activation is None else getattr(torch, activation)(y)
     lead = x.shape[:-1]

@@ -50,7 +50,7 @@ class MLP(nn.Sequential):
         """The layers in order; each Linear (with a tanh or ReLU after it) runs as one ``gemm`` product,
         on oneDNN where it applies (float32 on the CPU), the same function to float rounding.
         Exports and compilation see the plain ``nn.Sequential`` of torch's modules."""
-        if not gemm.uses_onednn(x) or gemm.capturing():
+        if gemm.capturing() or not gemm.uses_onednn(x):  # capturing first: no shape tests inside a trace
             return super().forward(x)
         mods, i = list(self), 0
         while i < len(mods):

@@ -2,7 +2,8 @@
 evaluator next to a straightforward implementation that replicates each image K times through
 the encoder (with torch's own matrix products, as plain PyTorch code would), and the GEMM-limit
 time of the same work (the model's matrix products at the same shapes, timed alone, with torch's
-mm and with oneDNN: aevb's evaluator decodes with oneDNN where torch has it, see aevb.gemm). Models: the AEVB MNIST model (784-500-20, tanh) and 784-200-200-50 (tanh).
+mm and with oneDNN: aevb's evaluator decodes with oneDNN where torch has it, see aevb.gemm).
+Models: the AEVB MNIST model (784-500-20, tanh) and 784-200-200-50 (tanh).
 
     OMP_NUM_THREADS=1 python benchmarks/eval_throughput.py --threads 1 --images 1000
 
@@ -68,15 +69,12 @@ def replicate_estimate(model, x: torch.Tensor, k: int) -> torch.Tensor:
     torch's own matrix products (nn.Linear), as plain PyTorch code runs them."""
     from aevb import gemm
 
-    previous = gemm.set_backend("torch")
-    try:
-        out = torch.empty(len(x))
+    out = torch.empty(len(x))
+    with gemm.using("torch"):
         for i, xi in enumerate(x):
             log_w = model.log_weights(xi.expand(k, -1), 1)[0]  # (K,)
             out[i] = torch.logsumexp(log_w, 0) - math.log(k)
-        return out
-    finally:
-        gemm.set_backend(previous)
+    return out
 
 
 def gemm_limit_seconds(model, num_images: int, k: int, memory_mb: int, kernel: str = "torch") -> float:
@@ -86,13 +84,10 @@ def gemm_limit_seconds(model, num_images: int, k: int, memory_mb: int, kernel: s
     the evaluator's decoder uses where torch has it)."""
     from aevb import gemm
 
-    previous = gemm.set_backend("onednn" if kernel == "onednn" else "torch")
-    try:
-        if kernel == "onednn" and gemm.backend() != "onednn":
-            return math.nan
-        return _time_products(model, num_images, k, memory_mb, gemm.matmul if kernel == "onednn" else torch.mm)
-    finally:
-        gemm.set_backend(previous)
+    if kernel != "onednn":
+        return _time_products(model, num_images, k, memory_mb, torch.mm)
+    with gemm.using("onednn") as used:
+        return _time_products(model, num_images, k, memory_mb, gemm.matmul) if used == "onednn" else math.nan
 
 
 def _time_products(model, num_images: int, k: int, memory_mb: int, product) -> float:

@@ -222,10 +222,9 @@ def gemm_limit(batch_size: int = 100, repeats: int = 200, skip_first_layer: bool
     if skip_first_layer:
         ops = ops[2:]
     flops = sum(2 * p.shape[0] * p.shape[1] * q.shape[1] for p, q in ops) / batch_size
-    previous = gemm.set_backend("onednn" if kernel == "onednn" else "torch")
     product = gemm.matmul if kernel == "onednn" else torch.mm
-    try:
-        if kernel == "onednn" and gemm.backend() != "onednn":
+    with gemm.using(kernel) as used:
+        if used != kernel:
             return math.nan, math.nan
         best_wall = best_cpu = math.inf
         for _ in range(5):
@@ -236,8 +235,6 @@ def gemm_limit(batch_size: int = 100, repeats: int = 200, skip_first_layer: bool
             end = clocks()
             best_wall = min(best_wall, (end[0] - start[0]) / repeats)
             best_cpu = min(best_cpu, (end[1] - start[1]) / repeats)
-    finally:
-        gemm.set_backend(previous)
     what = "the 9 dense products of the sparse path" if skip_first_layer else "all 11 products"
     print(f"  GEMM with {kernel} ({what}): {flops / 1e6:.2f} MFLOP per image per step, "
           f"{flops * batch_size / best_wall / 1e9:.1f} GFLOP/s (wall clock), "

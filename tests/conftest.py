@@ -54,10 +54,7 @@ def matmul_backend(request):
     """Run the test with each matrix-product backend of ``aevb.gemm`` (oneDNN skipped where torch lacks it)."""
     from aevb import gemm
 
-    previous = gemm.set_backend(request.param)
-    try:
-        if gemm.backend() != request.param:
+    with gemm.using(request.param) as used:
+        if used != request.param:
             pytest.skip(f"the {request.param} backend is not available in this torch build")
         yield request.param
-    finally:
-        gemm.set_backend(previous)

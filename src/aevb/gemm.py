@@ -1,4 +1,4 @@
-"""Matrix products of the trainer's fast path and the evaluator, on the fastest exact float32 kernel.
+"""Matrix products of the fast path, the evaluator and ``nets.MLP``, on the fastest exact float32 kernel.
 
 torch's CPU ``mm``/``addmm`` call MKL's sgemm. On AMD processors MKL takes a generic code path:
 on this project's AMD EPYC (AVX-512) it ran the AEVB MNIST model's products at 82-88 GFLOP/s on
@@ -11,7 +11,7 @@ The backend is chosen once per process:
     ``AEVB_MATMUL=onednn`` (the default on x86-64 where torch's oneDNN linear op exists and oneDNN
     is enabled),
     ``AEVB_MATMUL=torch`` (torch's own ``mm``/``addmm``: MKL, OpenBLAS or whatever torch was built with).
-``set_backend`` changes it in-process (tests do). Only float32 CPU tensors go to oneDNN; anything
+``set_backend`` changes it in-process, ``using`` for a block (tests and benchmarks do). Only float32 CPU tensors go to oneDNN; anything
 else (float64, other devices) goes to torch. torch's float32 precision settings are respected:
 when ``torch.backends.mkldnn`` is told it may compute float32 products in bf16 or tf32, the torch
 backend is used, so that aevb never lowers precision on its own.
@@ -19,10 +19,12 @@ backend is used, so that aevb never lowers precision on its own.
 Functions:
     linear(x, weight, bias, activation)  act(x W^T + b), as ``nn.Linear`` (weight (out, in))
     matmul(a, b)                         a @ b, 2-D (a or b may be transposed views)
+    linear_module_forward(x, W, b, act)  the same for x (..., in), differentiable (``nets.MLP``)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 
@@ -78,11 +80,25 @@ def set_backend(name: str | None) -> str:
     return previous
 
 
+@contextlib.contextmanager
+def using(name: str):
+    """``set_backend(name)`` for the block, then the previous backend again; yields the backend in use."""
+    previous = set_backend(name)
+    try:
+        yield backend()
+    finally:
+        set_backend(previous)
+
+
 def uses_onednn(x: torch.Tensor) -> bool:
     """Whether products with this operand go to oneDNN (non-empty float32 on the CPU, backend "onednn")."""
     return x.dtype == torch.float32 and x.device.type == "cpu" and x.numel() > 0 and backend() == "onednn"
 
 
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   activation: str | None) -> torch.Tensor:
+    """act(x W^T + b) by oneDNN for 2-D x (no checks)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation or "none", [], "")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -93,7 +109,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if activation is not None and activation not in FUSED_ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(FUSED_ACTIVATIONS)}")
     if uses_onednn(x):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation or "none", [], "")
+        return _onednn_linear(x, weight, bias, activation)
     y = torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
     return y if activation is None else getattr(torch, activation + "_")(y)
 
@@ -101,7 +117,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b for a (M, K) and b (K, N): a new (M, N) tensor (contiguous)."""
     if uses_onednn(a):
-        return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
+        return _onednn_linear(a, b.t(), None, None)
     return torch.mm(a, b)
 
 
@@ -118,7 +134,7 @@ class _LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, activation):
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation or "none", [], "")
+        y = _onednn_linear(x, weight, bias, activation)
         ctx.activation, ctx.has_bias = activation, bias is not None
         ctx.save_for_backward(x, weight, y if activation else None)
         return y
@@ -156,5 +172,5 @@ def linear_module_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
                                     or (bias is not None and bias.requires_grad)):
         y = _LinearFunction.apply(flat, weight, bias, activation)
     else:
-        y = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, activation or "none", [], "")
+        y = _onednn_linear(flat, weight, bias, activation)
     return y.reshape(*lead, y.shape[-1])

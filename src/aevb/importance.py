@@ -95,7 +95,7 @@ class SigmoidMLP:
                 w, b = 2 * w, b - w.sum(1)
             if i < len(linears) - 1:  # followed by tanh(a) = 2 sigmoid(2 a) - 1
                 w, b = 2 * w, 2 * b
-            self.layers.append((w.T.contiguous().to(lin.weight.dtype), b.to(lin.weight.dtype)))
+            self.layers.append((w.to(lin.weight.dtype), b.to(lin.weight.dtype)))  # W (out, in), as nn.Linear
 
     @staticmethod
     def from_decoder(decoder) -> "SigmoidMLP | None":
@@ -112,25 +112,25 @@ class SigmoidMLP:
         """The last hidden layer's output (rows of z flattened), the input of the output layer."""
         h = z.reshape(-1, z.shape[-1])
         for w, b in self.layers[:-1]:
-            h = gemm.linear(h, w.t(), b, "sigmoid")
+            h = gemm.linear(h, w, b, "sigmoid")
         return h
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         w, b = self.layers[-1]
-        return gemm.linear(self.hidden(z), w.t(), b).reshape(*z.shape[:-1], -1)
+        return gemm.linear(self.hidden(z), w, b).reshape(*z.shape[:-1], -1)
 
     def bernoulli_log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) = x . l - sum_d softplus(l_d) with logits l = h W + b, for z (B, S, D) and
-        x (B, num_dims). Returns (B, S). The data term is computed as x . l = h (W x) + b . x, a
+        """log p(x|z) = x . l - sum_d softplus(l_d) with logits l = h W^T + b, for z (B, S, D) and
+        x (B, num_dims). Returns (B, S). The data term is computed as x . l = h . (W^T x) + b . x, a
         product with the last hidden layer h instead of a pass over the logits."""
         num_examples, num_samples = z.shape[:2]
         w, b = self.layers[-1]
         h = self.hidden(z)  # (B * S, H)
-        logits = gemm.linear(h, w.t(), b)
+        logits = gemm.linear(h, w, b)
         sum_softplus = torch._C._nn.softplus(logits, 1.0, 20.0, out=logits).sum(-1).view(num_examples, num_samples)
-        w_x = torch.mm(w, x.t())  # (H, B): column b is W x_b
+        x_w = torch.mm(x, w)  # (B, H): row b is W^T x_b
         b_x = torch.mv(x, b)  # (B,)
-        x_dot_l = torch.bmm(h.view(num_examples, num_samples, -1), w_x.t()[:, :, None])[..., 0] + b_x[:, None]
+        x_dot_l = torch.bmm(h.view(num_examples, num_samples, -1), x_w[:, :, None])[..., 0] + b_x[:, None]
         return x_dot_l - sum_softplus
 
 

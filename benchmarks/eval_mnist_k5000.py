@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from aevb.evaluate import importance_sample
+from aevb.inference.evaluate import importance_sample
 from eval_throughput import load_test_images, make_model
 
 

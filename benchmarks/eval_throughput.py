@@ -2,7 +2,7 @@
 evaluator next to a straightforward implementation that replicates each image K times through
 the encoder (with torch's own matrix products, as plain PyTorch code would), and the GEMM-limit
 time of the same work (the model's matrix products at the same shapes, timed alone, with torch's
-mm and with oneDNN: aevb's evaluator decodes with oneDNN where torch has it, see aevb.gemm).
+mm and with oneDNN: aevb's evaluator decodes with oneDNN where torch has it, see aevb.speed.gemm).
 Models: the AEVB MNIST model (784-500-20, tanh) and 784-200-200-50 (tanh).
 
     OMP_NUM_THREADS=1 python benchmarks/eval_throughput.py --threads 1 --images 1000
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from aevb.config import ModelConfig
-from aevb.evaluate import choose_chunks, importance_sample
-from aevb.model import build_model
+from aevb.inference.evaluate import choose_chunks, importance_sample
+from aevb.models.vae import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIRS = [REPO.parent / "shared" / "data" / "mnist", Path("/work/shared/data/mnist")]
@@ -67,7 +67,7 @@ def make_model(hidden: list[int], latent_dim: int, x: torch.Tensor):
 def replicate_estimate(model, x: torch.Tensor, k: int) -> torch.Tensor:
     """The common implementation: each image copied K times, encoded K times, one logsumexp, with
     torch's own matrix products (nn.Linear), as plain PyTorch code runs them."""
-    from aevb import gemm
+    from aevb.speed import gemm
 
     out = torch.empty(len(x))
     with gemm.using("torch"):
@@ -80,9 +80,9 @@ def replicate_estimate(model, x: torch.Tensor, k: int) -> torch.Tensor:
 def gemm_limit_seconds(model, num_images: int, k: int, memory_mb: int, kernel: str = "torch") -> float:
     """Time of the evaluator's matrix products alone: the encoder once per image, the decoder on
     K samples per image, at the evaluator's block shapes. ``kernel``: "torch" times ``torch.mm``
-    (MKL in x86 builds), "onednn" the same products through ``aevb.gemm``'s oneDNN backend (what
+    (MKL in x86 builds), "onednn" the same products through ``aevb.speed.gemm``'s oneDNN backend (what
     the evaluator's decoder uses where torch has it)."""
-    from aevb import gemm
+    from aevb.speed import gemm
 
     if kernel != "onednn":
         return _time_products(model, num_images, k, memory_mb, torch.mm)

@@ -19,7 +19,7 @@ al., sec. 5.2) over the test images.
     python benchmarks/reproduce_iwae.py --table --out runs/iwae                     # markdown rows
     python benchmarks/reproduce_iwae.py --full --device cuda                         # the paper's 3,280 passes, all rows
 
-L_5000, the test ELBO and the active units come from the library's evaluator (``aevb.evaluate``, the
+L_5000, the test ELBO and the active units come from the library's evaluator (``aevb.inference.evaluate``, the
 same numbers as ``aevb evaluate RUN_DIR --k 5000``).
 """
 
@@ -58,7 +58,7 @@ def row_config(row: str, k: int, epochs: int, out: str, seed: int = 0, threads: 
 
 def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, limit: int = 0, device: str = "cpu",
                  threads: int | None = None, name: str = "iwae_eval.json") -> dict:
-    """L_k, the ELBO and active units of a trained run on its test split, by ``aevb.evaluate``.
+    """L_k, the ELBO and active units of a trained run on its test split, by ``aevb.inference.evaluate``.
 
     The library's evaluator: the test images binarized once with ``seed``, each image encoded
     once and its k samples decoded in blocks, log-sum-exp in float64; active units counted from
@@ -67,9 +67,9 @@ def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, limit: int = 0, 
     """
     import torch
 
-    from aevb.checkpoint import load_run
+    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
-    from aevb.evaluate import evaluate
+    from aevb.inference.evaluate import evaluate
 
     cfg, model, _ = load_run(run_dir, which="last", device=device)
     model.eval()
@@ -80,7 +80,7 @@ def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, limit: int = 0, 
     result = {"k": k, "n": ev["n"], "complete": ev["n"] == len(splits.test), "test_size": len(splits.test),
               "seed": seed, "log_px": ev["log_px"], "log_px_se": ev["log_px_se"], "nll": -ev["log_px"],
               "elbo": ev["elbo"], "elbo_se": ev["elbo_se"], "active_units": ev["active_units"],
-              "eval_seconds": time.time() - start, "evaluator": "aevb.evaluate.evaluate",
+              "eval_seconds": time.time() - start, "evaluator": "aevb.inference.evaluate.evaluate",
               "binarization": f"test images binarized once with seed {seed}" if info.binarization == "dynamic"
               else info.binarization}
     Path(run_dir, name).write_text(json.dumps(result, indent=2) + "\n")
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         rows = ((args.row, args.k if args.k is not None else (1 if args.row == "vae" else 50)),)
     else:
         p.error("give --row (with --k), --full, --evaluate RUN_DIR or --table")
-    from aevb.train import train
+    from aevb.training.loop import train
     for row, k in rows:
         cfg = row_config(row, k, args.epochs, args.out, args.seed, args.threads, args.device, args.tiny)
         run_dir = train(cfg)

@@ -3,11 +3,11 @@
 Model: the AEVB MNIST model (784-500-20, tanh, Bernoulli likelihood), batch 100 for aevb.
 Methods, run alternately (A B C A B C ...), one epoch over the data each time:
 
-  aevb      aevb.train.fit: in-memory tensors, index batches, fresh binarization, fused Adam called
-            directly, and the hand-derived ELBO gradient of aevb.fastpath (train.fast_path, on by
+  aevb      aevb.training.loop.fit: in-memory tensors, index batches, fresh binarization, fused Adam called
+            directly, and the hand-derived ELBO gradient of aevb.speed.fastpath (train.fast_path, on by
             default), whose first layer sums gathered weight rows for the binary x and whose other
-            products run on oneDNN (aevb.gemm; AEVB_MATMUL=torch gives torch's mm instead).
-  autograd  aevb.train.fit with train.fast_path off: the same loop, gradients by autograd through
+            products run on oneDNN (aevb.speed.gemm; AEVB_MATMUL=torch gives torch's mm instead).
+  autograd  aevb.training.loop.fit with train.fast_path off: the same loop, gradients by autograd through
             the shared torch.distributions objective.
   examples  written the way pytorch/examples vae/main.py is: a Dataset returning one image at a
             time through PIL and a to-tensor conversion (numpy; torchvision is not a dependency),
@@ -169,9 +169,9 @@ def run_aevb(x_train: torch.Tensor, seed: int, batch_size: int = 100, fast_path:
 
     from aevb.config import RunConfig
     from aevb.data import DataInfo, Splits
-    from aevb.distributed import DistContext
-    from aevb.metrics import MetricsLog
-    from aevb.train import Run, build_bound_module, build_state, fit
+    from aevb.training.distributed import DistContext
+    from aevb.training.metrics import MetricsLog
+    from aevb.training.loop import Run, build_bound_module, build_state, fit
 
     cfg = RunConfig()
     cfg.model.hidden, cfg.model.latent_dim = [HIDDEN], LATENT
@@ -202,12 +202,12 @@ def gemm_limit(batch_size: int = 100, repeats: int = 200, skip_first_layer: bool
     With ``skip_first_layer`` only the nine products aevb's sparse path still runs as dense GEMMs
     (for binary x it sums gathered rows instead of the first layer's two products). ``kernel``:
     "torch" times ``torch.mm`` (MKL in torch's x86 builds: what the baselines use), "onednn" the
-    same products through ``aevb.gemm`` with its oneDNN backend (what aevb uses where available).
+    same products through ``aevb.speed.gemm`` with its oneDNN backend (what aevb uses where available).
 
     Returns:
         (by wall clock, by CPU time): the best of 5 timings of ``repeats`` steps' products.
     """
-    from aevb import gemm
+    from aevb.speed import gemm
 
     g = torch.Generator().manual_seed(0)
     shapes = [(PIXELS, HIDDEN), (HIDDEN, 2 * LATENT), (LATENT, HIDDEN), (HIDDEN, PIXELS)]  # (in, out) per layer

@@ -51,8 +51,8 @@ def shared_data():
 
 @pytest.fixture(params=["onednn", "torch"])
 def matmul_backend(request):
-    """Run the test with each matrix-product backend of ``aevb.gemm`` (oneDNN skipped where torch lacks it)."""
-    from aevb import gemm
+    """Run the test with each matrix-product backend of ``aevb.speed.gemm`` (oneDNN skipped where torch lacks it)."""
+    from aevb.speed import gemm
 
     with gemm.using(request.param) as used:
         if used != request.param:

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from aevb.checkpoint import (CheckpointError, find_checkpoint, flatten_optimizer_state, list_checkpoints, load_run,
+from aevb.training.checkpoint import (CheckpointError, find_checkpoint, flatten_optimizer_state, list_checkpoints, load_run,
                              read_state, read_tensors, save_checkpoint, unflatten_optimizer_state)
 from aevb.config import TrainConfig
-from aevb.optim import build_optimizer
-from aevb.train import train
+from aevb.training.optim import build_optimizer
+from aevb.training.loop import train
 
 from conftest import tiny_config
 

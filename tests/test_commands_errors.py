@@ -29,7 +29,7 @@ CASES = ("missing run dir", "damaged weights", "unknown option value")
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from aevb.train import train
+    from aevb.training.loop import train
 
     return train(tiny_config(tmp_path_factory.mktemp("errors"), train={"epochs": 1},
                              model={"latent_dim": 2, "hidden": [8]}))

@@ -128,8 +128,8 @@ def test_fractions_that_leave_no_training_data(tmp_path):
 
 def test_bernoulli_on_grayscale_without_binarization_suggests_the_fix():
     from aevb.config import ModelConfig
-    from aevb.model import build_model
-    from aevb.train import check_data_fits
+    from aevb.models.vae import build_model
+    from aevb.training.loop import check_data_fits
 
     splits, info = build_datasets(DataConfig(name="digits", binarize="none"), "bernoulli")
     model = build_model(ModelConfig(latent_dim=2, hidden=[4]), info, train_mean=splits.train.mean(0))
@@ -144,7 +144,7 @@ def test_binarize_on_real_data_is_refused(tmp_path):
 
 
 def test_an_integer_level_likelihood_on_non_integer_data_suggests_the_fix(tmp_path, monkeypatch):
-    from aevb import likelihoods
+    from aevb.models import likelihoods
 
     class IntegerLikelihood(likelihoods.Likelihood):
         wants_integer_levels = True

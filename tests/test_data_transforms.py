@@ -72,7 +72,7 @@ def test_dequantization_is_refused_with_binarization():
 
 
 def test_likelihoods_that_want_integer_levels_get_the_raw_integers(monkeypatch):
-    from aevb import likelihoods
+    from aevb.models import likelihoods
 
     class IntegerLikelihood(likelihoods.Likelihood):
         wants_integer_levels = True

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from aevb.checkpoint import find_checkpoint, read_state, read_tensors
-from aevb.distributed import DistContext
+from aevb.training.checkpoint import find_checkpoint, read_state, read_tensors
+from aevb.training.distributed import DistContext
 
 from conftest import REPO, run_cli
 

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from aevb.evaluate import bits_per_dim, count_active_units, encode, evaluate, evaluate_elbo, score_examples
-from aevb.likelihoods import Likelihood
-from aevb.model import VAE
-from aevb.priors import StandardNormalPrior
+from aevb.inference.evaluate import bits_per_dim, count_active_units, encode, evaluate, evaluate_elbo, score_examples
+from aevb.models.likelihoods import Likelihood
+from aevb.models.vae import VAE
+from aevb.models.priors import StandardNormalPrior
 
 from conftest import run_cli, tiny_config
 
@@ -133,9 +133,9 @@ def replicate_log_px(model, x, k, seed):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from aevb.checkpoint import load_run
+    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
-    from aevb.train import train
+    from aevb.training.loop import train
 
     cfg = tiny_config(tmp_path_factory.mktemp("eval"), train={"epochs": 20})
     run_dir = train(cfg)
@@ -182,7 +182,7 @@ def test_small_memory_chunks_give_the_numbers_of_one_chunk(trained):
     for a, b in zip(one, many):
         assert torch.allclose(a, b, atol=1e-5, rtol=0)
     # a memory budget too small for all K samples at once: several streamed sample blocks
-    from aevb import evaluate as ev
+    from aevb.inference import evaluate as ev
     small = ev.importance_sample(model, x[:10], k=3000, memory_mb=1, binarization="dynamic", progress=False)
     big = ev.importance_sample(model, x[:10], k=3000, memory_mb=512, binarization="dynamic", progress=False)
     assert ev.choose_chunks(64, 4, 3000, 1)[1] < 3000
@@ -289,8 +289,8 @@ def test_evaluate_command_explains_missing_run_corrupt_checkpoint_and_bad_split(
 
 
 def test_sigmoid_rewrite_of_a_tanh_decoder_gives_the_same_outputs(matmul_backend):
-    from aevb.decoders import mlp_decoder
-    from aevb.evaluate import SigmoidMLP
+    from aevb.models.decoders import mlp_decoder
+    from aevb.inference.evaluate import SigmoidMLP
 
     torch.manual_seed(0)
     decoder = mlp_decoder((8, 8), 64, 1, 5, [40, 30], "tanh")

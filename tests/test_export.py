@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from aevb.checkpoint import list_checkpoints, load_run
+from aevb.training.checkpoint import list_checkpoints, load_run
 from aevb.cli import main
-from aevb.export import export_model
-from aevb.train import train
+from aevb.outputs.export import export_model
+from aevb.training.loop import train
 
 from conftest import tiny_config
 
@@ -94,7 +94,7 @@ def test_corrupt_checkpoint_is_a_one_line_error_naming_the_file(run_dir, tmp_pat
 def test_conv_model_exports_with_a_free_batch_size(tmp_path):
     from aevb.config import RunConfig, update
     from aevb.data import build_datasets
-    from aevb.model import build_model
+    from aevb.models.vae import build_model
 
     cfg = update(RunConfig(), {"data": {"name": "digits"}, "model": {"arch": "conv", "hidden": [4, 8], "latent_dim": 3}})
     splits, info = build_datasets(cfg.data)

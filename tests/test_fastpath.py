@@ -1,15 +1,15 @@
-"""The hand-derived ELBO gradient (aevb.fastpath) equals autograd through the shared objective."""
+"""The hand-derived ELBO gradient (aevb.speed.fastpath) equals autograd through the shared objective."""
 
 import pytest
 import torch
 
 from aevb.config import ModelConfig, ObjectiveConfig, RunConfig, TrainConfig
 from aevb.data import DataInfo
-from aevb.fastpath import FastElbo, fast_path_reason
-from aevb.model import build_model
-from aevb.optim import build_optimizer
-from aevb.step import BoundModule
-from aevb.train import build_bound_module, train
+from aevb.speed.fastpath import FastElbo, fast_path_reason
+from aevb.models.vae import build_model
+from aevb.training.optim import build_optimizer
+from aevb.training.step import BoundModule
+from aevb.training.loop import build_bound_module, train
 
 from conftest import tiny_config
 
@@ -116,7 +116,7 @@ def test_closed_form_kl_and_bernoulli_recon_by_hand():
 ])
 def test_training_with_the_fast_path_gives_the_autograd_weights(tmp_path, monkeypatch, objective, train_cfg):
     """One epoch of the digits (29 batches of 50 and a last partial batch of 5) both ways."""
-    from aevb.checkpoint import load_run
+    from aevb.training.checkpoint import load_run
 
     calls, real = [], FastElbo.forward_backward
     monkeypatch.setattr(FastElbo, "forward_backward", lambda self, x, *a: calls.append(len(x)) or real(self, x, *a))
@@ -202,7 +202,7 @@ def test_binary_first_layer_as_row_gathers_equals_autograd(density, gathers):
 def test_sparse_indices_are_the_ones_grouped_by_example_and_by_pixel(dtype):
     """prepare's bags against their definition, built in Python: bag b lists the pixels i with x_bi = 1
     in increasing order, bag i (transposed) the examples b with x_bi = 1; also for a non-contiguous x."""
-    from aevb.fastpath import SparseBinaryInput
+    from aevb.speed.fastpath import SparseBinaryInput
 
     layer = torch.nn.Linear(30, 4)
     sparse = SparseBinaryInput(layer)
@@ -221,7 +221,7 @@ def test_sparse_indices_are_the_ones_grouped_by_example_and_by_pixel(dtype):
 def test_column_major_weight_trains_like_the_dense_path_through_a_checkpoint_round_trip(matmul_backend):
     """Fused Adam on the re-laid weight, with moments read back contiguous (as from a checkpoint), equals
     the same steps on an untouched model: optim.step_optimizer re-lays the moments to the weight's strides first."""
-    from aevb.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
+    from aevb.training.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
 
     models = [model_for(hidden=(16,), dtype=torch.float32, seed=5) for _ in range(2)]
     fasts = [FastElbo(models[0], ObjectiveConfig(), sparse_input=True),

@@ -14,7 +14,7 @@ from test_plots import grid_blocks, grid_cells
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from aevb.train import train
+    from aevb.training.loop import train
 
     return train(tiny_config(tmp_path_factory.mktemp("figcli")))
 
@@ -94,7 +94,7 @@ def test_corrupt_checkpoint_is_reported_with_its_file(run_dir, tmp_path, capsys)
 
 
 def test_reconstructions_use_the_model_means(run_dir):
-    from aevb.checkpoint import load_run
+    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
 
     cfg, model, info = load_run(run_dir)

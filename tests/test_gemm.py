@@ -1,4 +1,4 @@
-"""aevb.gemm: products on oneDNN or torch agree with float64 products to float32 rounding."""
+"""aevb.speed.gemm: products on oneDNN or torch agree with float64 products to float32 rounding."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from aevb import gemm
+from aevb.speed import gemm
 
 from conftest import REPO
 
@@ -65,7 +65,7 @@ def test_float64_and_the_torch_backend_give_torch_bits_exactly(matmul_backend):
 
 
 def test_backend_from_the_environment_and_a_clear_error_for_a_bad_name():
-    code = "from aevb import gemm; print(gemm.backend())"
+    code = "from aevb.speed import gemm; print(gemm.backend())"
     env = {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env={**env, "AEVB_MATMUL": "torch"}, capture_output=True,
                          text=True, timeout=120)
@@ -81,7 +81,7 @@ def test_backend_from_the_environment_and_a_clear_error_for_a_bad_name():
 def test_mlp_forward_and_gradients_equal_float64_autograd(matmul_backend, activation):
     """nets.MLP runs its Linear (+ tanh/ReLU) layers through gemm.linear_module_forward; values and
     gradients (inputs, weights, biases) match float64 autograd through torch's own modules."""
-    from aevb.nets import MLP
+    from aevb.models.nets import MLP
 
     torch.manual_seed(0)
     net = MLP(12, [20, 16], 6, activation)
@@ -102,7 +102,7 @@ def test_mlp_forward_and_gradients_equal_float64_autograd(matmul_backend, activa
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_traced_mlp_holds_only_torch_ops_and_computes_the_same():
-    from aevb.nets import MLP
+    from aevb.models.nets import MLP
 
     torch.manual_seed(0)
     net = MLP(12, [20], 6, "tanh")
@@ -117,7 +117,7 @@ def test_traced_mlp_holds_only_torch_ops_and_computes_the_same():
 
 def test_odd_layouts_and_empty_batches_give_torchs_products(matmul_backend):
     """Expanded (stride 0), strided and transposed operands, one row and no rows, through gemm and nets.MLP."""
-    from aevb.nets import MLP
+    from aevb.models.nets import MLP
 
     g = torch.Generator().manual_seed(3)
     w, b = torch.randn(7, 5, generator=g), torch.randn(7, generator=g)

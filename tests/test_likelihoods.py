@@ -10,7 +10,7 @@ from scipy import integrate
 
 from aevb.config import ModelConfig
 from aevb.data import DataInfo
-from aevb.likelihoods import (BernoulliLikelihood, CategoricalLikelihood, ContinuousBernoulliLikelihood,
+from aevb.models.likelihoods import (BernoulliLikelihood, CategoricalLikelihood, ContinuousBernoulliLikelihood,
                               DataMismatchError, GaussianLikelihood, LaplaceLikelihood, build_likelihood)
 
 D = 6

@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from aevb.checkpoint import find_checkpoint, load_run, read_state, read_tensors
-from aevb.metrics import read_metrics
-from aevb.train import train
+from aevb.training.checkpoint import find_checkpoint, load_run, read_state, read_tensors
+from aevb.training.metrics import read_metrics
+from aevb.training.loop import train
 
 from conftest import run_cli, tiny_config
 

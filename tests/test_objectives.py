@@ -8,8 +8,8 @@ from torch.distributions import Independent, Normal
 
 from aevb.config import ModelConfig
 from aevb.data import DataInfo
-from aevb.model import build_model
-from aevb.objectives import elbo, iwae
+from aevb.models.vae import build_model
+from aevb.inference.objectives import elbo, iwae
 
 
 def tiny_model(latent_dim=3, num_dims=12, seed=0):
@@ -96,11 +96,11 @@ def test_iwae_averaged_over_seeds_does_not_decrease_in_k():
 
 def factor_analysis_vae(w, b, sigma, enc_matrix, enc_shift, enc_log_var):
     """p(z) = N(0, I), p(x|z) = N(W z + b, sigma^2 I); q(z|x) = N(A x + c, diag(exp(log_var)))."""
-    from aevb.decoders import Decoder
-    from aevb.encoders import GaussianEncoder
-    from aevb.likelihoods import GaussianLikelihood
-    from aevb.model import VAE
-    from aevb.priors import StandardNormalPrior
+    from aevb.models.decoders import Decoder
+    from aevb.models.encoders import GaussianEncoder
+    from aevb.models.likelihoods import GaussianLikelihood
+    from aevb.models.vae import VAE
+    from aevb.models.priors import StandardNormalPrior
 
     num_dims, latent_dim = w.shape
     enc = torch.nn.Linear(num_dims, 2 * latent_dim)

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from scipy.stats import norm
 
-from aevb import figures, plots
+from aevb.outputs import figures, plots
 from aevb.config import ModelConfig
 from aevb.data import DataInfo, Splits
-from aevb.model import build_model
+from aevb.models.vae import build_model
 
 from conftest import tiny_config
 
@@ -59,10 +59,10 @@ def grid_cells(png_path) -> list[tuple[int, int]]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A digits model (latent_dim 4) trained for two epochs, its data and its run directory."""
-    from aevb.checkpoint import load_run
+    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
-    from aevb.metrics import read_metrics
-    from aevb.train import train
+    from aevb.training.metrics import read_metrics
+    from aevb.training.loop import train
 
     run_dir = train(tiny_config(tmp_path_factory.mktemp("plots")))
     cfg, model, info = load_run(run_dir)
@@ -242,7 +242,7 @@ def test_tabular_data_get_heat_maps_and_line_traversals_but_no_manifold():
         plots.plot_manifold(torch.zeros(4, 5), (5,), 2)
 
 
-@pytest.mark.parametrize("name", sorted(__import__("aevb.likelihoods", fromlist=["LIKELIHOODS"]).LIKELIHOODS))
+@pytest.mark.parametrize("name", sorted(__import__("aevb.models.likelihoods", fromlist=["LIKELIHOODS"]).LIKELIHOODS))
 def test_decoded_figures_show_the_likelihood_mean(name):
     """The figures' E[x|z] is the distribution's mean (for the continuous Bernoulli not lambda)."""
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from aevb import __version__
 from aevb.cli import main
-from aevb.report import Report, render_html
+from aevb.outputs.report import Report, render_html
 
 from conftest import tiny_config
 
@@ -52,7 +52,7 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from aevb.train import train
+    from aevb.training.loop import train
 
     return train(tiny_config(tmp_path_factory.mktemp("report")))
 

@@ -99,10 +99,10 @@ def test_iwae_recipe_trains_evaluates_and_tabulates(tmp_path, capsys):
 
 
 def test_iwae_recipe_evaluation_is_the_librarys(tmp_path):
-    """The recipe's L_k, ELBO and active units are aevb.evaluate's on the test split (same seed)."""
-    from aevb.checkpoint import load_run
+    """The recipe's L_k, ELBO and active units are aevb.inference.evaluate's on the test split (same seed)."""
+    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
-    from aevb.evaluate import evaluate
+    from aevb.inference.evaluate import evaluate
 
     out = tmp_path / "iwae"
     assert iwae_recipe.main(["--row", "vae", "--k", "1", "--epochs", "1", "--tiny", "--out", str(out),

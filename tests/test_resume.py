@@ -5,8 +5,8 @@ import signal
 
 import torch
 
-from aevb.checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors
-from aevb.metrics import read_metrics
+from aevb.training.checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors
+from aevb.training.metrics import read_metrics
 
 from conftest import run_cli
 

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from aevb.evaluate import encode, score_examples
+from aevb.inference.evaluate import encode, score_examples
 
 from conftest import run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from aevb.checkpoint import load_run
+    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
-    from aevb.train import train
+    from aevb.training.loop import train
 
     cfg = tiny_config(tmp_path_factory.mktemp("score"), train={"epochs": 10})
     run_dir = train(cfg)

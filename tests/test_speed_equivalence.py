@@ -5,11 +5,11 @@ import torch
 
 from aevb.config import ModelConfig, ObjectiveConfig, TrainConfig
 from aevb.data import DataInfo
-from aevb.model import build_model
-from aevb.objectives import OBJECTIVES
-from aevb.optim import build_optimizer, step_optimizer
-from aevb.step import BoundModule, draw_batch
-from aevb.train import train
+from aevb.models.vae import build_model
+from aevb.inference.objectives import OBJECTIVES
+from aevb.training.optim import build_optimizer, step_optimizer
+from aevb.training.step import BoundModule, draw_batch
+from aevb.training.loop import train
 
 from conftest import tiny_config
 
@@ -111,7 +111,7 @@ def test_fused_adagrad_gives_the_single_tensor_adagrad_updates():
 
 
 def test_flushing_denormals_does_not_change_training_beyond_float_tolerance(tmp_path):
-    from aevb.checkpoint import load_run
+    from aevb.training.checkpoint import load_run
 
     _, a, _ = load_run(train(tiny_config(tmp_path / "a", train={"epochs": 1, "flush_denormal": True})))
     _, b, _ = load_run(train(tiny_config(tmp_path / "b", train={"epochs": 1, "flush_denormal": False})))

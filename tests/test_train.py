@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from aevb.checkpoint import load_run
-from aevb.metrics import read_metrics
-from aevb.train import train
+from aevb.training.checkpoint import load_run
+from aevb.training.metrics import read_metrics
+from aevb.training.loop import train
 
 from conftest import tiny_config
 
@@ -30,7 +30,7 @@ def test_tiny_run_improves_validation_elbo_and_writes_a_complete_run_directory(t
 
     # the saved weights reproduce the same test ELBO
     from aevb.data import build_datasets
-    from aevb.evaluate import evaluate_elbo
+    from aevb.inference.evaluate import evaluate_elbo
 
     cfg2, model, info = load_run(run_dir)
     splits, _ = build_datasets(cfg2.data, cfg2.model.likelihood)
@@ -48,7 +48,7 @@ def test_same_seed_gives_identical_weights(tmp_path):
 
 
 def test_prior_gradient_is_the_gradient_of_the_gaussian_parameter_prior_over_n():
-    from aevb.optim import add_prior_gradient
+    from aevb.training.optim import add_prior_gradient
 
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
@@ -74,8 +74,8 @@ def test_prior_gradient_is_the_gradient_of_the_gaussian_parameter_prior_over_n()
 
 def test_iwae_schedule_is_3_to_the_i_passes_at_lr_times_10_to_the_minus_i_over_7():
     from aevb.config import RunConfig
-    from aevb.optim import IWAE_EPOCHS, learning_rate
-    from aevb.train import resolve_config
+    from aevb.training.optim import IWAE_EPOCHS, learning_rate
+    from aevb.training.loop import resolve_config
 
     cfg = RunConfig()
     cfg.train.schedule = "iwae"
@@ -99,7 +99,7 @@ def test_iwae_schedule_is_3_to_the_i_passes_at_lr_times_10_to_the_minus_i_over_7
 
 
 def test_early_stopping_keeps_the_best_checkpoint_and_stops(tmp_path, monkeypatch):
-    import aevb.train as train_module
+    import aevb.training.loop as train_module
 
     real = train_module.evaluate_elbo
     sequence = iter([-100.0, -90.0, -95.0, -96.0, -97.0, -98.0])
@@ -116,7 +116,7 @@ def test_early_stopping_keeps_the_best_checkpoint_and_stops(tmp_path, monkeypatc
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 20 and summary["best_step"] == 10 and summary["best_valid_elbo"] == -90.0
     assert summary["stopped"].startswith("early stopping: no better validation ELBO in 2 validations")
-    from aevb.checkpoint import find_checkpoint, read_state
+    from aevb.training.checkpoint import find_checkpoint, read_state
 
     assert read_state(find_checkpoint(run_dir, "best"))["step"] == 10
     assert read_state(find_checkpoint(run_dir, "last"))["step"] == 20
@@ -137,7 +137,7 @@ def test_metrics_records_have_the_documented_keys(tmp_path):
 
 
 def test_gradient_clipping_bounds_the_update_and_adagrad_trains(tmp_path):
-    from aevb.optim import clip_or_check_gradients
+    from aevb.training.optim import clip_or_check_gradients
 
     p = torch.nn.Parameter(torch.zeros(4))
     p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])
@@ -153,7 +153,7 @@ def test_gradient_clipping_bounds_the_update_and_adagrad_trains(tmp_path):
 def test_the_unclipped_gradient_check_flags_exactly_the_non_finite_gradients(bad):
     """Without clipping the check is a sum of all gradient elements: compared here with the
     element-wise test torch.isfinite(g).all() on every parameter, for each kind of bad value."""
-    from aevb.optim import clip_or_check_gradients
+    from aevb.training.optim import clip_or_check_gradients
 
     g = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.zeros(s)) for s in ((30, 20), (20,), (5, 30))]
@@ -171,8 +171,8 @@ def test_the_unclipped_gradient_check_flags_exactly_the_non_finite_gradients(bad
 def test_a_non_finite_gradient_with_a_finite_bound_skips_the_step_and_names_the_parameter():
     from aevb.config import ModelConfig, ObjectiveConfig, TrainConfig
     from aevb.data import DataInfo
-    from aevb.model import build_model
-    from aevb.step import BoundModule, optimizer_step
+    from aevb.models.vae import build_model
+    from aevb.training.step import BoundModule, optimizer_step
 
     torch.manual_seed(0)
     info = DataInfo(name="t", shape=(6,), num_dims=6, support="binary", binarization="none")
@@ -190,7 +190,7 @@ def test_a_non_finite_gradient_with_a_finite_bound_skips_the_step_and_names_the_
 
 
 def test_thread_policy_defaults_to_one_thread_unless_asked(monkeypatch):
-    from aevb.train import resolve_threads
+    from aevb.training.loop import resolve_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert resolve_threads(0) == 1
@@ -200,7 +200,7 @@ def test_thread_policy_defaults_to_one_thread_unless_asked(monkeypatch):
 
 
 def test_metrics_go_to_tensorboard_when_a_writer_is_available(tmp_path, monkeypatch):
-    import aevb.metrics as metrics
+    import aevb.training.metrics as metrics
 
     calls = []
 
@@ -262,7 +262,7 @@ def test_every_output_labels_a_kl_weight_other_than_one_as_not_an_elbo(tmp_path,
     assert "train/elbo" not in record and record["train/bound_name"] == "beta=0.5 bound (not an ELBO)"
     assert record["train/bound"] == pytest.approx(record["train/recon"] - 0.5 * record["train/kl"], rel=1e-6)
     assert json.loads((run_dir / "summary.json").read_text())["train_bound"] == "beta=0.5 bound (not an ELBO)"
-    from aevb.plots import plot_training_curves
+    from aevb.outputs.plots import plot_training_curves
 
     fig = plot_training_curves([record])
     assert fig.axes[0].get_legend_handles_labels()[1][0] == "train: beta=0.5 bound (not an ELBO)"

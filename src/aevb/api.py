@@ -6,7 +6,7 @@
 
 It builds a ``RunConfig`` from its arguments (so bad values get the same messages as the CLI),
 the model with ``build_model``, the optimizer with ``optim.build_optimizer``, and maximises the
-mean of an ``aevb.objectives`` bound in a short loop of its own (``train.fit`` works on a run
+mean of an ``aevb.inference.objectives`` bound in a short loop of its own (``train.fit`` works on a run
 directory and its metrics files; an estimator keeps nothing on disk).
 
 Data handling: values that are all >= 0 with a maximum above 1 (8-bit pixels 0..255, the 0..16
@@ -24,11 +24,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .config import RunConfig, update, validate
-from .data import DataInfo, prepare_batch
-from .model import build_model
-from .objectives import OBJECTIVES, iwae
-from .optim import build_optimizer
+from aevb.config import RunConfig, update, validate
+from aevb.data import DataInfo, prepare_batch
+from aevb.models.vae import build_model
+from aevb.inference.objectives import OBJECTIVES, iwae
+from aevb.training.optim import build_optimizer
 
 
 class AEVB:

@@ -32,7 +32,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from aevb import __version__
 
     parser = argparse.ArgumentParser(
         prog="aevb", formatter_class=HelpFormatter,

@@ -235,8 +235,8 @@ def read_config_file(path: str | Path) -> dict:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field; raise one ConfigError listing all problems."""
-    from .likelihoods import LIKELIHOODS
-    from .priors import PRIORS
+    from aevb.models.likelihoods import LIKELIHOODS
+    from aevb.models.priors import PRIORS
 
     problems = []
     for section in SECTIONS:

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def list_datasets(data_dir: str = "") -> str:
     """One block per named data set: name, summary, where found or how to get it."""
-    from ..data import DATASETS
+    from aevb.data import DATASETS
 
     lines = []
     for name, entry in DATASETS.items():
@@ -39,7 +39,7 @@ def list_datasets(data_dir: str = "") -> str:
 
 def show_dataset(data_cfg, likelihood: str) -> str:
     """A table of the splits of ``data_cfg`` with sizes and value ranges, then the DataInfo."""
-    from ..data import build_datasets
+    from aevb.data import build_datasets
 
     splits, info = build_datasets(data_cfg, likelihood)
     lines = [f"{info.name}: shape {info.shape} ({info.num_dims} dims), support {info.support}, "
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         print(list_datasets(args.data_dir))
         return 0
-    from ..config import RunConfig, apply_overrides
+    from aevb.config import RunConfig, apply_overrides
 
     cfg = RunConfig()
     cfg.data.name, cfg.data.data_dir = args.name, args.data_dir

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .evaluate import DEVICE_HELP, DEVICES, WHICH_HELP, add_data_arguments, data_split, load, load_data
+from aevb.commands.evaluate import DEVICE_HELP, DEVICES, WHICH_HELP, add_data_arguments, data_split, load
+from aevb.data.run_rows import load_data
 
 HELP = "posterior means and log-variances of a data set under a trained run (.npz)"
 
@@ -43,7 +44,7 @@ def write_csv(path: str, mu: np.ndarray, log_var: np.ndarray, labels: np.ndarray
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import encode
+    from aevb.inference.evaluate import encode
 
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".npz", ".csv"):

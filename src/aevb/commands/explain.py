@@ -17,7 +17,7 @@ HELP = "which likelihood, sigma and KL weight (beta) a loss like MSE + KL implie
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..explain import LOSSES, REDUCTIONS
+    from aevb.explain import LOSSES, REDUCTIONS
 
     parser.add_argument("--loss", required=True, choices=LOSSES,
                         help="elementwise reconstruction loss: squared error, binary cross-entropy, absolute error")
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explain import explain_loss, format_explanation
+    from aevb.explain import explain_loss, format_explanation
 
     result = explain_loss(args.loss, args.reduction, args.dims, args.kl_weight)
     print(json.dumps(result, indent=2) if args.json else format_explanation(result))

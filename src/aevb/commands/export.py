@@ -14,7 +14,7 @@ HELP = "export the encoder and decoder to TorchScript or ONNX"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..export import FORMATS
+    from aevb.outputs.export import FORMATS
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `aevb train`")
     parser.add_argument("--format", default="torchscript", choices=FORMATS,
@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_run
-    from ..export import export_model
+    from aevb.training.checkpoint import load_run
+    from aevb.outputs.export import export_model
 
     _, model, info = load_run(args.run_dir, which=args.checkpoint)
     out = Path(args.out) if args.out else Path(args.run_dir) / "export" / args.format

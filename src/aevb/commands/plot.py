@@ -24,20 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpi", type=int, default=100, help="resolution of the PNGs (default: 100)")
 
 
-def load_context(run_dir: str, which: str = "last", seed: int = 0):
-    """Model, data and metrics of a run directory as a ``FigureContext``."""
-    from ..checkpoint import load_run
-    from ..data import build_datasets
-    from ..figures import FigureContext
-    from ..metrics import read_metrics
-
-    cfg, model, info = load_run(run_dir, which=which)
-    splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
-    return FigureContext(model, splits, info, read_metrics(Path(run_dir) / "metrics.jsonl"), seed)
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..figures import BASIC, write_plots
+    from aevb.outputs.figures import BASIC, load_context, write_plots
 
     ctx = load_context(args.run_dir, args.which, args.seed)
     names = BASIC + ("sample_draws",) + (("latent_tsne",) if args.tsne else ())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .sample import check_png_args
+from aevb.commands.sample import check_png_args
 
 HELP = "reconstruct examples of a split into a PNG (data beside reconstruction)"
 
@@ -24,10 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_run
-    from ..data import build_datasets
-    from ..figures import choose_cmap, to_display
-    from ..plots import plot_reconstructions, save_figure
+    from aevb.training.checkpoint import load_run
+    from aevb.data import build_datasets
+    from aevb.outputs.figures import choose_cmap, to_display
+    from aevb.outputs.plots import plot_reconstructions, save_figure
 
     cfg, model, info = load_run(args.run_dir, which=args.which)
     out = check_png_args(args.n, args.out, args.run_dir, "reconstructions.png")

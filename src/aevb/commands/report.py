@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import write_report_checked
+    from aevb.outputs.report import write_report_checked
 
     out, problems = write_report_checked(args.run_dir, args.out, args.which, args.seed)
     print(out)

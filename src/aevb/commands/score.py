@@ -13,7 +13,8 @@ import argparse
 import csv
 from pathlib import Path
 
-from .evaluate import add_common_arguments, add_data_arguments, data_split, load, load_data
+from aevb.commands.evaluate import add_common_arguments, add_data_arguments, data_split, load
+from aevb.data.run_rows import load_data
 
 HELP = "per-example log p(x) and ELBO of a data set under a trained run (CSV, input row order)"
 
@@ -35,7 +36,7 @@ def write_scores(path: str | Path, log_px, elbo, labels=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import score_examples
+    from aevb.inference.evaluate import score_examples
 
     split = data_split(args)
     cfg, model, run_info = load(args)

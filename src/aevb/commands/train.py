@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..config import (RunConfig, apply_overrides, field_help, list_presets, preset_description, read_config_file,
+from aevb.config import (RunConfig, apply_overrides, field_help, list_presets, preset_description, read_config_file,
                       read_preset, update)
 
 HELP = "train a VAE on a named data set or your own files"
@@ -50,7 +50,7 @@ def _field(section: str, key: str):
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of FLAGS plus --preset, --config and --set."""
-    from ..likelihoods import LIKELIHOODS
+    from aevb.models.likelihoods import LIKELIHOODS
 
     for flag, (section, key) in FLAGS.items():
         f, default = _field(section, key)
@@ -136,7 +136,7 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
+    from aevb.training.loop import train
 
     if getattr(args, "list_presets", False):
         for name in list_presets():

@@ -9,10 +9,10 @@ See docs/data.md.
 
 from __future__ import annotations
 
-from .bundled import RawDataset
-from .registry import DATASETS, NamedDataset
-from .splits import DataInfo, Splits, build_datasets, load_raw
-from .transforms import binarize, dequantize, prepare_batch
+from aevb.data.bundled import RawDataset
+from aevb.data.registry import DATASETS, NamedDataset
+from aevb.data.splits import DataInfo, Splits, build_datasets, load_raw
+from aevb.data.transforms import binarize, dequantize, prepare_batch
 
 __all__ = ["DataInfo", "Splits", "build_datasets", "load_raw", "DATASETS", "NamedDataset", "RawDataset",
            "binarize", "dequantize", "prepare_batch"]

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .locate import cache_dir
+from aevb.data.locate import cache_dir
 
 MNIST_SHA256 = {
     "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
@@ -79,7 +79,7 @@ def download_mnist(folder: str | Path | None = None, urls: list[str] | None = No
         ChecksumError: a mirror served a file with a wrong hash and no other mirror served a good one.
         OSError: no mirror could be reached; the message says how to place the files by hand.
     """
-    from .readers import file_digest
+    from aevb.data.readers import file_digest
 
     folder = Path(folder) if folder else cache_dir() / "mnist"
     for name, sha256 in MNIST_SHA256.items():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundled import RawDataset
-from .user import IMAGE_SUFFIXES
+from aevb.data.bundled import RawDataset
+from aevb.data.user import IMAGE_SUFFIXES
 
 
 def parse_size(image_size: str) -> tuple[int, int] | None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bundled import RawDataset
-from .locate import cache_dir, describe_search, find_files
-from .readers import file_digest, read_amat, read_array, read_idx, read_mat
+from aevb.data.bundled import RawDataset
+from aevb.data.locate import cache_dir, describe_search, find_files
+from aevb.data.readers import file_digest, read_amat, read_array, read_idx, read_mat
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MNIST_FILES = tuple(n + ".gz" for n in IDX_NAMES)
@@ -77,7 +77,7 @@ def load_mnist(data_cfg) -> RawDataset:
     """MNIST (LeCun et al.): 60,000 + 10,000 28x28 digits, 0..255; downloaded into the cache if absent."""
     found = find_idx("mnist", data_cfg)
     if found is None and not data_cfg.data_dir:
-        from .download import download_mnist
+        from aevb.data.download import download_mnist
 
         download_mnist()
         found = find_idx("mnist", data_cfg)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import bundled, named
-from .locate import cache_dir, describe_search, find_files
+from aevb.data import bundled, named
+from aevb.data.locate import cache_dir, describe_search, find_files
 
 
 @dataclass(frozen=True)

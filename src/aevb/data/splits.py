@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundled import RawDataset
-from .checks import check_raw
-from .registry import DATASETS
-from .transforms import to_model_values
+from aevb.data.bundled import RawDataset
+from aevb.data.checks import check_raw
+from aevb.data.registry import DATASETS
+from aevb.data.transforms import to_model_values
 
 
 @dataclass
@@ -86,7 +86,7 @@ def load_raw(data_cfg) -> RawDataset:
         return DATASETS[name].load(data_cfg)
     path = Path(name).expanduser()
     if path.exists():
-        from .user import read_user_data
+        from aevb.data.user import read_user_data
 
         return read_user_data(path, data_cfg)
     raise ValueError(f"unknown data set {name!r}: not a named data set ({', '.join(sorted(DATASETS))}) "

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundled import RawDataset
-from .user import infer_range
+from aevb.data.bundled import RawDataset
+from aevb.data.user import infer_range
 
 
 def _is_number(field: str) -> bool:

@@ -33,7 +33,7 @@ def prepare_batch(x: torch.Tensor, binarization: str, generator: torch.Generator
 
 def wants_integer_levels(likelihood: str) -> bool:
     """True when the likelihood class models integer levels (e.g. categorical over 0..255)."""
-    from ..likelihoods import LIKELIHOODS
+    from aevb.models.likelihoods import LIKELIHOODS
 
     return bool(getattr(LIKELIHOODS.get(likelihood), "wants_integer_levels", False))
 

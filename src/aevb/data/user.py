@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundled import RawDataset
-from .readers import read_array
+from aevb.data.bundled import RawDataset
+from aevb.data.readers import read_array
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -74,14 +74,14 @@ def read_user_data(path: Path, data_cfg) -> RawDataset:
 def _read_user_data(path: Path, data_cfg) -> RawDataset:
     """Dispatch on the path: folder -> images, .npy/.npz -> array, .csv/.tsv/.txt -> table."""
     if path.is_dir():
-        from .images import read_image_folder
+        from aevb.data.images import read_image_folder
 
         return read_image_folder(path, getattr(data_cfg, "image_size", ""))
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
         return read_npy_npz(path, data_cfg)
     if suffix in (".csv", ".tsv", ".txt"):
-        from .tables import read_csv
+        from aevb.data.tables import read_csv
 
         return read_csv(path, getattr(data_cfg, "label_column", ""))
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected a folder of images, .npy, .npz or .csv")

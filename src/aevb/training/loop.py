@@ -20,18 +20,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import distributed
-from .checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors, save_checkpoint, write_json_atomic
-from .config import RunConfig, validate
-from .data import DataInfo, Splits, build_datasets
-from .evaluate import evaluate_elbo
-from .fastpath import FastElbo, fast_path_reason
-from .figures import write_basic_plots
-from .metrics import MetricsLog, truncate_metrics
-from .model import VAE, build_model
-from .optim import build_optimizer, learning_rate, set_learning_rate
-from .step import BoundModule, draw_batch, optimizer_step
-from .train_state import TrainState, all_finite, restore_state, snapshot_state
+from aevb.training import distributed
+from aevb.training.checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors, save_checkpoint, write_json_atomic
+from aevb.config import RunConfig, validate
+from aevb.data import DataInfo, Splits, build_datasets
+from aevb.inference.evaluate import evaluate_elbo
+from aevb.speed.fastpath import FastElbo, fast_path_reason
+from aevb.outputs.figures import write_basic_plots
+from aevb.training.metrics import MetricsLog, truncate_metrics
+from aevb.models.vae import VAE, build_model
+from aevb.training.optim import build_optimizer, learning_rate, set_learning_rate
+from aevb.training.step import BoundModule, draw_batch, optimizer_step
+from aevb.training.state import TrainState, all_finite, restore_state, snapshot_state
 
 
 class NonFiniteError(RuntimeError):

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from .objectives import OBJECTIVES
-from .optim import add_prior_gradient, clip_or_check_gradients, step_optimizer
+from aevb.inference.objectives import OBJECTIVES
+from aevb.training.optim import add_prior_gradient, clip_or_check_gradients, step_optimizer
 
 
 class PresetNoiseNormal(Independent):

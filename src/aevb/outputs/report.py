@@ -181,9 +181,9 @@ def eval_rows(run_dir: Path, notes: list) -> list:
 def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Report:
     """Read a run directory; figures are drawn afresh from the checkpoint (or, when it cannot be
     loaded, taken from the PNGs already in run_dir/plots, with a note saying so)."""
-    from . import __version__
-    from .metrics import read_metrics
-    from .plots import figure_png
+    from aevb import __version__
+    from aevb.training.metrics import read_metrics
+    from aevb.outputs.plots import figure_png
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -197,8 +197,7 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
                     eval_rows=eval_rows(run_dir, notes), last_metrics=records[-1] if records else {}, notes=notes,
                     problems=problems)
     try:
-        from .commands.plot import load_context
-        from .figures import BASIC, draw_figures
+        from aevb.outputs.figures import BASIC, draw_figures, load_context
 
         ctx = load_context(str(run_dir), which, seed)
         report.figures = [(n, figure_png(f)) for n, f in draw_figures(ctx, BASIC + ("sample_draws",))]

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .importance import SigmoidMLP, choose_chunks, importance_sample, posterior_loc_scale, prepare_data
+from aevb.inference.importance import SigmoidMLP, choose_chunks, importance_sample, posterior_loc_scale, prepare_data
 
 __all__ = ["evaluate", "score_examples", "encode", "evaluate_elbo", "bits_per_dim", "count_active_units",
            "importance_sample", "choose_chunks", "prepare_data", "SigmoidMLP"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import RunConfig
+from aevb.config import RunConfig
 
 
 class CheckpointError(RuntimeError):
@@ -178,8 +178,8 @@ def load_run(run_dir: str | Path, which: str = "last", device: str | torch.devic
         (cfg, model, info): the resolved ``RunConfig``, the ``VAE`` in eval mode with the
         checkpoint's weights, and the ``DataInfo`` recorded at training time.
     """
-    from .data import DataInfo
-    from .model import build_model
+    from aevb.data import DataInfo
+    from aevb.models.vae import build_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

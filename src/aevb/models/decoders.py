@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .nets import MLP, ConvDecoderNet
+from aevb.models.nets import MLP, ConvDecoderNet
 
 
 class Decoder(nn.Module):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import gemm
+from aevb.speed import gemm
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
 _FUSED = {nn.Tanh: "tanh", nn.ReLU: "relu"}  # activations a ``gemm.linear_module_forward`` product applies itself

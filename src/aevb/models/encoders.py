@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
-from .nets import MLP, ConvEncoderNet
+from aevb.models.nets import MLP, ConvEncoderNet
 
 
 class GaussianEncoder(nn.Module):

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .decoders import DECODERS
-from .encoders import ENCODERS
-from .likelihoods import Likelihood, build_likelihood
-from .priors import PRIORS
+from aevb.models.decoders import DECODERS
+from aevb.models.encoders import ENCODERS
+from aevb.models.likelihoods import Likelihood, build_likelihood
+from aevb.models.priors import PRIORS
 
 
 class VAE(nn.Module):

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import __version__
-from .checkpoint import flatten_optimizer_state, unflatten_optimizer_state
+from aevb import __version__
+from aevb.training.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
 
 # Counters and schedule state saved to JSON under these names.
 COUNTERS = ("step", "epoch", "batch", "lr_scale", "nan_retries", "best_valid", "best_step",

@@ -43,14 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import gemm
-from .decoders import Decoder
-from .encoders import GaussianEncoder
-from .likelihoods import BernoulliLikelihood, GaussianLikelihood
-from .nets import MLP
-from .optim import add_prior_gradient, clip_or_check_gradients, step_optimizer
-from .priors import StandardNormalPrior
-from .step import describe_nonfinite, first_bad_gradient
+from aevb.speed import gemm
+from aevb.models.decoders import Decoder
+from aevb.models.encoders import GaussianEncoder
+from aevb.models.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from aevb.models.nets import MLP
+from aevb.training.optim import add_prior_gradient, clip_or_check_gradients, step_optimizer
+from aevb.models.priors import StandardNormalPrior
+from aevb.training.step import describe_nonfinite, first_bad_gradient
 
 _aten = torch.ops.aten
 

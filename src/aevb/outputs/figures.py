@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import plots
+from aevb.outputs import plots
 
 BASIC = ("reconstructions", "samples", "manifold", "traversals", "latent", "curves")
 EXTRA = ("sample_draws", "latent_tsne")
@@ -177,7 +177,18 @@ def write_plots(ctx: FigureContext, out_dir: Path, names=BASIC, dpi: int = 100) 
 
 def write_basic_plots(model, splits, info, run_dir: Path, seed: int) -> list[Path]:
     """The BASIC figures as PNGs in run_dir/plots (curves from run_dir/metrics.jsonl)."""
-    from .metrics import read_metrics
+    from aevb.training.metrics import read_metrics
 
     ctx = FigureContext(model, splits, info, read_metrics(Path(run_dir) / "metrics.jsonl"), seed)
     return write_plots(ctx, Path(run_dir) / "plots", BASIC)
+
+
+def load_context(run_dir: str, which: str = "last", seed: int = 0):
+    """Model, data and metrics of a run directory as a ``FigureContext``."""
+    from aevb.training.checkpoint import load_run
+    from aevb.data import build_datasets
+    from aevb.training.metrics import read_metrics
+
+    cfg, model, info = load_run(run_dir, which=which)
+    splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
+    return FigureContext(model, splits, info, read_metrics(Path(run_dir) / "metrics.jsonl"), seed)

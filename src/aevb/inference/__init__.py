@@ -1,0 +1,1 @@
+"""Bounds and estimators: objectives (ELBO, IWAE), importance sampling, evaluation."""

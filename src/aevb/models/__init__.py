@@ -1,0 +1,1 @@
+"""The model: likelihoods p(x|z), priors p(z), posteriors q(z|x), networks and the VAE."""

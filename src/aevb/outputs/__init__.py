@@ -1,0 +1,1 @@
+"""What a run produces for people: figures, the HTML report, exported models."""

@@ -1,0 +1,1 @@
+"""The training loop, its step, state, checkpoints, optimizers and distributed set-up."""

@@ -15,6 +15,7 @@ al., sec. 5.2) over the test images.
 
     python benchmarks/reproduce_iwae.py --row vae --epochs 10 --out runs/iwae      # the CPU budget of docs/results.md
     python benchmarks/reproduce_iwae.py --row iwae --k 5 --epochs 10 --out runs/iwae
+    python benchmarks/reproduce_iwae.py --resume runs/iwae/vae-k1                   # continue a stopped run
     python benchmarks/reproduce_iwae.py --evaluate runs/iwae/vae-k1                 # L_5000 only
     python benchmarks/reproduce_iwae.py --table --out runs/iwae                     # markdown rows
     python benchmarks/reproduce_iwae.py --full --device cuda                         # the paper's 3,280 passes, all rows
@@ -54,6 +55,29 @@ def row_config(row: str, k: int, epochs: int, out: str, seed: int = 0, threads: 
         from aevb.config import update
         update(cfg, tiny_sections())
     return cfg
+
+
+def continue_command(run_dir: str, threads: int = 1) -> str:
+    """The shell command that continues the run in ``run_dir`` exactly where its last checkpoint left it."""
+    return f"python benchmarks/reproduce_iwae.py --resume {run_dir} --threads {threads}"
+
+
+def resume_run(run_dir: str, threads: int = 1) -> Path:
+    """Continue a run from its last checkpoint with its saved config (epochs, schedule, seed unchanged).
+
+    The run directory may have moved (e.g. restored into a new checkout): ``out`` is set to where it is now.
+    """
+    from aevb.config import RunConfig
+    from aevb.training.loop import train
+
+    path = Path(run_dir)
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"--resume {run_dir}: no config.json there; give a run directory this recipe wrote")
+    cfg = RunConfig.load(path / "config.json")
+    cfg.out, cfg.train.threads = str(path), threads
+    print(f"continuing {path} to epoch {cfg.train.epochs}; if stopped again: {continue_command(str(path), threads)}",
+          flush=True)
+    return train(cfg, resume=True)
 
 
 def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, limit: int = 0, device: str = "cpu",
@@ -126,6 +150,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval-file", default="iwae_eval.json", help="name of the evaluation's JSON in the run directory")
     p.add_argument("--no-eval", action="store_true", help="train only; evaluate later with --evaluate RUN_DIR")
     p.add_argument("--evaluate", metavar="RUN_DIR", help="only evaluate a trained run")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint "
+                   "(its own config: same epochs and schedule), then evaluate it")
     p.add_argument("--table", action="store_true", help="print the markdown table of OUT's evaluated runs")
     p.add_argument("--full", action="store_true", help="the paper's budget: 3280 epochs, rows vae k=1, iwae k=5, k=50")
     p.add_argument("--tiny", action="store_true", help="smoke run on sklearn digits")
@@ -138,15 +164,23 @@ def main(argv=None) -> int:
         print(json.dumps(evaluate_run(args.evaluate, args.eval_k, limit=args.eval_limit, device=args.device,
                                       threads=args.eval_threads, name=args.eval_file)))
         return 0
+    from aevb.training.loop import train
+    if args.resume:
+        run_dir = resume_run(args.resume, args.threads)
+        if not args.no_eval:
+            print(json.dumps(evaluate_run(str(run_dir), args.eval_k, limit=args.eval_limit, device=args.device,
+                                          threads=args.eval_threads)))
+        return 0
     if args.full:
         rows, args.epochs = FULL_ROWS, 3280
     elif args.row:
         rows = ((args.row, args.k if args.k is not None else (1 if args.row == "vae" else 50)),)
     else:
         p.error("give --row (with --k), --full, --evaluate RUN_DIR or --table")
-    from aevb.training.loop import train
     for row, k in rows:
         cfg = row_config(row, k, args.epochs, args.out, args.seed, args.threads, args.device, args.tiny)
+        print(f"{row} k={k}: {cfg.out}; if stopped, continue with: {continue_command(cfg.out, args.threads)}",
+              flush=True)
         run_dir = train(cfg)
         if args.no_eval:
             continue

@@ -117,3 +117,22 @@ def test_iwae_recipe_evaluation_is_the_librarys(tmp_path):
     assert got["log_px"] == want["log_px"] and got["elbo"] == want["elbo"]
     assert got["active_units"] == want["active_units"] and got["nll"] == -want["log_px"]
     assert json.loads((out / "vae-k1" / "iwae_eval.json").read_text())["log_px"] == got["log_px"]
+
+
+def test_iwae_recipe_prints_how_to_continue_and_resumes_a_moved_run(tmp_path, capsys):
+    out = tmp_path / "iwae"
+    assert iwae_recipe.main(["--row", "vae", "--k", "1", "--epochs", "1", "--tiny", "--no-eval", "--out", str(out)]) == 0
+    run_dir = out / "vae-k1"
+    assert f"continue with: python benchmarks/reproduce_iwae.py --resume {run_dir} --threads 1" in capsys.readouterr().out
+    moved = tmp_path / "restored" / "vae-k1"  # e.g. restored into a new checkout
+    moved.parent.mkdir()
+    run_dir.rename(moved)
+    cfg = json.loads((moved / "config.json").read_text())
+    cfg["train"]["epochs"] = 2  # a resumable field: train one more epoch from the checkpoint
+    (moved / "config.json").write_text(json.dumps(cfg))
+    assert iwae_recipe.main(["--resume", str(moved), "--eval-k", "3", "--eval-limit", "20"]) == 0
+    records = [json.loads(line) for line in (moved / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[1]["examples"] == 2 * records[0]["examples"]
+    ev = json.loads((moved / "iwae_eval.json").read_text())
+    assert ev["k"] == 3 and ev["n"] == 20 and math.isfinite(ev["log_px"])

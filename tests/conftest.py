@@ -13,7 +13,9 @@ import torch
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("AEVB_SHARED_DATA") or REPO.parent / "shared" / "data")
+# $AEVB_SHARED_DATA, else the first shared/data beside the checkout or one of its parents (as benchmarks/_recipes.py)
+SHARED_DATA = Path(os.environ.get("AEVB_SHARED_DATA") or next(
+    (p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()), REPO.parent / "shared" / "data"))
 
 
 def tiny_config(tmp_path, **sections):

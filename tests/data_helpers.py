@@ -29,13 +29,17 @@ def write_idx_set(folder, num_train=12, num_test=5, seed=0, gz=True):
     return arrays
 
 
-def write_amat_set(folder, sizes=(6, 3, 2), seed=0):
-    """binarized_mnist_{train,valid,test}.amat with random 0/1 rows; returns the three arrays."""
+def write_amat_set(folder, sizes=(6, 3, 2), seed=0, gz=False):
+    """binarized_mnist_{train,valid,test}.amat (``.amat.gz`` with ``gz``) with random 0/1 rows; returns the arrays."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for split, n in zip(("train", "valid", "test"), sizes):
         a = rng.integers(0, 2, (n, 784)).astype(np.uint8)
-        (folder / f"binarized_mnist_{split}.amat").write_text("".join(" ".join(map(str, r)) + "\n" for r in a))
+        text = "".join(" ".join(map(str, r)) + "\n" for r in a).encode()
+        if gz:
+            (folder / f"binarized_mnist_{split}.amat.gz").write_bytes(gzip.compress(text))
+        else:
+            (folder / f"binarized_mnist_{split}.amat").write_bytes(text)
         out.append(a)
     return out

@@ -141,6 +141,56 @@ def test_binarized_mnist_files_that_differ_from_the_published_sha1_are_refused(t
         build_datasets(DataConfig(name="binarized-mnist", data_dir=str(tmp_path)), "bernoulli")
 
 
+def test_binarized_mnist_reads_gzipped_amat_files_checking_the_decompressed_sha1(tmp_path):
+    from tests.data_helpers import write_amat_set
+
+    train, valid, test = write_amat_set(tmp_path, gz=True)
+    splits, info = build_datasets(DataConfig(name="binarized-mnist", data_dir=str(tmp_path), verify=False), "bernoulli")
+    assert info.sizes == {"train": 6, "valid": 3, "test": 2} and "SHA-1 not checked" in info.source
+    for split, a in zip(("train", "valid", "test"), (train, valid, test)):
+        assert torch.equal(splits.get(split)[0], torch.as_tensor(a, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"binarized_mnist_train.amat.gz: SHA-1 [0-9a-f]{40} of the decompressed "
+                                         r"bytes does not match the published cf70514ec5f481e54ad3eb0e6c03c83326ff96f8"):
+        build_datasets(DataConfig(name="binarized-mnist", data_dir=str(tmp_path)), "bernoulli")
+
+
+@pytest.mark.parametrize("text", [b"0 1 1\n1 0 0\n", b"0 1 1\r\n1 0 0\r\n", b"0  1 1\n1 0 0", b"0 1 1 \n1 0 0 \n"])
+def test_amat_parsing_gives_the_same_rows_for_any_spacing(text):
+    from aevb.data.readers import parse_amat
+
+    assert parse_amat(text, "f.amat", num_dims=3).tolist() == [[0, 1, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("text, message", [(b"0 1 2\n1 0 0\n", r"f.amat, line 1, column 3: value '2', expected 0 or 1"),
+                                           (b"0 1 1\n1 0\n", r"f.amat, line 2: 2 values, expected 3"),
+                                           (b"", r"f.amat: the file is empty")])
+def test_bad_amat_content_names_the_line_and_column(text, message):
+    from aevb.data.readers import parse_amat
+
+    with pytest.raises(ValueError, match=message):
+        parse_amat(text, "f.amat", num_dims=3)
+
+
+def test_the_published_binarized_mnist_files_load_50000_10000_10000_sha1_verified(shared_data):
+    """The real .amat.gz files (Larochelle & Murray) in ../shared/data/binarized_mnist; skipped when absent."""
+    folder = shared_data / "binarized_mnist"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    splits, info = build_datasets(DataConfig(name="binarized-mnist", data_dir=str(folder)), "bernoulli")
+    assert info.sizes == {"train": 50000, "valid": 10000, "test": 10000}
+    assert "SHA-1 verified" in info.source and info.binarization == "none" and info.shape == (28, 28)
+    # each split is 0/1 and holds the per-split pixel sums counted with an independent text parse
+    import gzip
+
+    for split in ("train", "valid", "test"):
+        x = splits.get(split)[0]
+        assert set(x.unique().tolist()) == {0.0, 1.0}
+        with gzip.open(folder / f"binarized_mnist_{split}.amat.gz", "rb") as f:
+            text = f.read()
+        assert x[0].tolist() == [int(v) for v in text[:text.index(b"\n")].split()]
+        assert int(x.sum()) == text.count(b"1")
+
+
 def test_named_sets_that_are_missing_say_where_they_were_looked_for(tmp_path, monkeypatch):
     monkeypatch.setenv("AEVB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):

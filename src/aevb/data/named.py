@@ -6,11 +6,13 @@ Each loader takes the ``DataConfig`` and returns a ``RawDataset`` with the set's
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from aevb.data.bundled import RawDataset
 from aevb.data.locate import cache_dir, describe_search, find_files
-from aevb.data.readers import file_digest, read_amat, read_array, read_idx, read_mat
+from aevb.data.readers import parse_amat, read_array, read_bytes, read_idx, read_mat
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MNIST_FILES = tuple(n + ".gz" for n in IDX_NAMES)
@@ -22,7 +24,8 @@ MNIST_SPLITS = {
     "iwae": (59600, "fixed (IWAE): train[:59600] / valid train[59600:] (400) / test t10k (10,000)"),
 }
 
-# Larochelle & Murray (2011) binarized MNIST, SHA-1 of each .amat as published.
+# Larochelle & Murray (2011) binarized MNIST, SHA-1 of each .amat as published (of the decompressed
+# bytes when the file is gzipped: the .amat.gz files decompress to the published .amat byte for byte).
 AMAT_SHA1 = {
     "train": "cf70514ec5f481e54ad3eb0e6c03c83326ff96f8",
     "valid": "13418487742e6ea6d48db7b5187353a20b1b1f8c",
@@ -120,30 +123,40 @@ def load_frey_face(data_cfg) -> RawDataset:
     return RawDataset(np.ascontiguousarray(x), None, (28, 20), 255.0, 256, source=f"Frey Face {path}")
 
 
-def check_sha1(path, split: str) -> None:
-    """Compare a binarized-MNIST file with its published SHA-1; raise naming both on mismatch."""
-    digest = file_digest(path, "sha1")
+AMAT_NAMES = tuple(f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test"))
+AMAT_GZ_NAMES = tuple(n + ".gz" for n in AMAT_NAMES)
+
+
+def check_sha1(data: bytes, path, split: str) -> None:
+    """Compare a binarized-MNIST file's (decompressed) bytes with the published SHA-1; raise naming both on mismatch."""
+    digest = hashlib.sha1(data).hexdigest()
     if digest != AMAT_SHA1[split]:
-        raise ValueError(f"{path}: SHA-1 {digest} does not match the published {AMAT_SHA1[split]} of "
-                         f"Larochelle & Murray's binarized MNIST {split} file; the file is not that data set "
+        what = " of the decompressed bytes" if str(path).endswith(".gz") else ""
+        raise ValueError(f"{path}: SHA-1 {digest}{what} does not match the published {AMAT_SHA1[split]} "
+                         f"of Larochelle & Murray's binarized MNIST {split} file; the file is not that data set "
                          "(set data.verify = false to use it anyway)")
 
 
 def load_binarized_mnist(data_cfg) -> RawDataset:
-    """Larochelle & Murray's statically binarized MNIST: .amat text files 50,000 / 10,000 / 10,000."""
-    names = tuple(f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test"))
-    found = find_files("binarized-mnist", [names], data_cfg.data_dir)
+    """Larochelle & Murray's statically binarized MNIST: .amat text files (or the same gzipped,
+    ``.amat.gz``) of 50,000 / 10,000 / 10,000 images; each file's SHA-1 is checked unless
+    ``data.verify = false`` (of the decompressed bytes for ``.amat.gz``)."""
+    found = find_files("binarized-mnist", [AMAT_NAMES, AMAT_GZ_NAMES], data_cfg.data_dir)
     if found is None:
-        raise FileNotFoundError(f"binarized-mnist not found: put {', '.join(names)} in one of: "
-                                f"{describe_search('binarized-mnist', data_cfg.data_dir)}")
+        raise FileNotFoundError(f"binarized-mnist not found: put {', '.join(AMAT_NAMES)} (or the same gzipped, "
+                                f".amat.gz) in one of: {describe_search('binarized-mnist', data_cfg.data_dir)}")
     split_protocol(data_cfg, {"standard": None}, "standard")
-    folder = found[0]
+    folder, names = found
+    verified = getattr(data_cfg, "verify", True)
     arrays = {}
     for split, name in zip(("train", "valid", "test"), names):
-        if getattr(data_cfg, "verify", True):
-            check_sha1(folder / name, split)
-        arrays[split] = read_amat(folder / name)
+        data = read_bytes(folder / name)
+        if verified:
+            check_sha1(data, folder / name, split)
+        arrays[split] = parse_amat(data, folder / name)
+        del data
+    checked = "SHA-1 verified" if verified else "SHA-1 not checked (data.verify = false)"
     return RawDataset(arrays["train"], None, (28, 28), 1.0, 2,
                       fixed_splits={"valid": (arrays["valid"], None), "test": (arrays["test"], None)},
-                      source=f"binarized MNIST .amat files in {folder}", binary=True,
+                      source=f"binarized MNIST {', '.join(names)} in {folder}, {checked}", binary=True,
                       split_desc="standard: fixed .amat files train / valid / test")

@@ -113,28 +113,48 @@ def read_mat(path: str | Path, variable: str) -> np.ndarray:
 
 
 def read_amat(path: str | Path, num_dims: int = 784) -> np.ndarray:
-    """Larochelle & Murray's ``.amat``: one example per line, ``num_dims`` values 0/1 separated by
-    spaces. Returns uint8 (N, num_dims)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    rows = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split()
-            if len(fields) != num_dims:
-                raise ValueError(f"{path}, line {line_no}: {len(fields)} values, expected {num_dims}")
-            bad = next((i for i, v in enumerate(fields) if v not in ("0", "1")), None)
-            if bad is not None:
-                raise ValueError(f"{path}, line {line_no}, column {bad + 1}: value {fields[bad]!r}, expected 0 or 1")
-            rows.append(np.array(fields, dtype=np.uint8))
-    if not rows:
+    """Larochelle & Murray's ``.amat`` (or ``.amat.gz``): one example per line, ``num_dims`` values
+    0/1 separated by spaces. Returns uint8 (N, num_dims)."""
+    return parse_amat(read_bytes(path), path, num_dims)
+
+
+def parse_amat(data: bytes, path: str | Path, num_dims: int = 784) -> np.ndarray:
+    """The examples of an ``.amat`` file's (decompressed) bytes ``data``, uint8 (N, num_dims).
+
+    The published files have every line exactly ``"v v ... v\n"`` (2 * num_dims bytes): those are
+    read as one strided view of the bytes (one pass, one copy of N * num_dims bytes). Anything else
+    (other spacing, ``\r\n``, a bad value) goes through a line-by-line reader whose errors name
+    the line and column.
+    """
+    width = 2 * num_dims
+    if data and len(data) % width == 0:
+        rows = np.frombuffer(data, np.uint8).reshape(-1, width)  # a view, no copy
+        separators, ends = rows[:, 1:-1:2], rows[:, -1]
+        digits = rows[:, 0::2]
+        if (separators == ord(" ")).all() and (ends == ord("\n")).all() and ((digits | 1) == ord("1")).all():
+            return digits - np.uint8(ord("0"))
+    return _parse_amat_lines(data, path, num_dims)
+
+
+def _parse_amat_lines(data: bytes, path: str | Path, num_dims: int) -> np.ndarray:
+    """The general ``.amat`` reader: whitespace-separated 0/1 values, one example per line."""
+    out = []
+    for line_no, line in enumerate(data.splitlines(), 1):
+        fields = line.split()
+        if len(fields) != num_dims:
+            raise ValueError(f"{path}, line {line_no}: {len(fields)} values, expected {num_dims}")
+        bad = next((i for i, v in enumerate(fields) if v not in (b"0", b"1")), None)
+        if bad is not None:
+            raise ValueError(f"{path}, line {line_no}, column {bad + 1}: value {fields[bad].decode(errors='replace')!r}, "
+                             "expected 0 or 1")
+        out.append(np.frombuffer(b"".join(fields), np.uint8) - np.uint8(ord("0")))
+    if not out:
         raise ValueError(f"{path}: the file is empty; expected one example of {num_dims} values per line")
-    return np.stack(rows)
+    return np.stack(out)
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes, read in 1 MiB chunks."""
+    """Hex digest of a file's bytes as stored (not decompressed), read in 1 MiB chunks."""
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -65,7 +65,6 @@ DATASETS: dict[str, NamedDataset] = {
                                      "frey_rawface.mat or .npz via --data-dir DIR")),
     "binarized-mnist": NamedDataset(named.load_binarized_mnist, "Larochelle & Murray's static binarized MNIST, "
                                     "50,000/10,000/10,000, 28x28, 0/1 (SHA-1 checked)",
-                                    _files("binarized-mnist", [tuple(f"binarized_mnist_{s}.amat" for s in
-                                                                     ("train", "valid", "test"))],
-                                           "binarized_mnist_{train,valid,test}.amat via --data-dir DIR")),
+                                    _files("binarized-mnist", [named.AMAT_NAMES, named.AMAT_GZ_NAMES],
+                                           "binarized_mnist_{train,valid,test}.amat or .amat.gz via --data-dir DIR")),
 }

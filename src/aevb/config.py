@@ -60,6 +60,10 @@ class ModelConfig:
     sigma: str = _f("learned_shared", "gaussian/laplace scale: a number (fixed) or learned_shared, learned_per_dim, predicted")
     min_sigma: float = _f(1e-3, "lower bound on a learned gaussian/laplace scale")
     prior: str = _f("standard_normal", "prior p(z)")
+    posterior: str = _f("gaussian", "posterior family q(z|x): gaussian, full_covariance, planar, iaf (see docs/models.md)")
+    flow_steps: int = _f(4, "planar/iaf posteriors: number of flow steps K")
+    flow_hidden: list = _f([100], "iaf posterior: hidden layer sizes of each step's MADE network")
+    flow_context_dim: int = _f(20, "iaf posterior: size of the context h the encoder passes to every step (0: none)")
     init_bias_from_data: bool = _f(True, "initialise the decoder output bias from the training-data mean")
 
 
@@ -253,6 +257,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         problems.append(f"model.likelihood = {m.likelihood!r}: allowed values are {', '.join(sorted(LIKELIHOODS))}")
     if m.prior not in PRIORS:
         problems.append(f"model.prior = {m.prior!r}: allowed values are {', '.join(sorted(PRIORS))}")
+    problems += posterior_problems(cfg)
     positive = [("model.latent_dim", m.latent_dim), ("objective.num_samples", o.num_samples),
                 ("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("eval.k", e.k),
                 ("eval.memory_mb", e.memory_mb)]
@@ -290,6 +295,28 @@ def validate(cfg: RunConfig) -> RunConfig:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def posterior_problems(cfg: RunConfig) -> list[str]:
+    """What is wrong with the posterior settings, each with the reason and the alternative."""
+    from aevb.models.posteriors import CLOSED_FORM_KL, POSTERIORS
+
+    m, o = cfg.model, cfg.objective
+    if m.posterior not in POSTERIORS:
+        return [f"model.posterior = {m.posterior!r}: allowed values are {', '.join(POSTERIORS)}"]
+    problems = []
+    flow = m.posterior in ("planar", "iaf")
+    if o.name == "elbo" and o.kl == "analytic" and m.posterior not in CLOSED_FORM_KL:
+        problems.append(f"objective.kl = 'analytic' with model.posterior = {m.posterior!r}: a flow posterior has no "
+                        "closed-form KL; use objective.kl = mc (Monte Carlo KL) or objective.name = iwae")
+    if flow and m.flow_steps < 1:
+        problems.append(f"model.flow_steps = {m.flow_steps!r}: a {m.posterior} posterior needs at least 1 step "
+                        "(or use model.posterior = gaussian)")
+    if m.flow_context_dim < 0:
+        problems.append(f"model.flow_context_dim = {m.flow_context_dim!r}: must be >= 0")
+    if any(h < 1 for h in m.flow_hidden):
+        problems.append(f"model.flow_hidden = {m.flow_hidden!r}: every layer size must be a positive integer")
+    return problems
 
 
 SIGMA_MODES = ("learned_shared", "learned_per_dim", "predicted")

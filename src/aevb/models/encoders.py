@@ -35,14 +35,28 @@ class GaussianEncoder(nn.Module):
         return Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1, validate_args=False)
 
 
+def mlp_net(shape: Sequence[int], num_dims: int, out_dim: int, hidden: Sequence[int], activation: str) -> nn.Module:
+    """x (B, num_dims) -> (B, out_dim) through an MLP."""
+    return MLP(num_dims, hidden, out_dim, activation)
+
+
+def conv_net(shape: Sequence[int], num_dims: int, out_dim: int, hidden: Sequence[int], activation: str) -> nn.Module:
+    """x (B, num_dims) -> (B, out_dim) through two convolutions and an MLP head."""
+    return ConvEncoderNet(shape, hidden, out_dim, activation)
+
+
+ENCODER_NETS = {"mlp": mlp_net, "conv": conv_net}
+"""Encoder networks by ``model.arch``: (shape, num_dims, out_dim, hidden, activation) -> module."""
+
+
 def mlp_encoder(shape: Sequence[int], num_dims: int, latent_dim: int, hidden: Sequence[int],
                 activation: str) -> GaussianEncoder:
-    return GaussianEncoder(MLP(num_dims, hidden, 2 * latent_dim, activation), latent_dim)
+    return GaussianEncoder(mlp_net(shape, num_dims, 2 * latent_dim, hidden, activation), latent_dim)
 
 
 def conv_encoder(shape: Sequence[int], num_dims: int, latent_dim: int, hidden: Sequence[int],
                  activation: str) -> GaussianEncoder:
-    return GaussianEncoder(ConvEncoderNet(shape, hidden, 2 * latent_dim, activation), latent_dim)
+    return GaussianEncoder(conv_net(shape, num_dims, 2 * latent_dim, hidden, activation), latent_dim)
 
 
 ENCODERS = {"mlp": mlp_encoder, "conv": conv_encoder}

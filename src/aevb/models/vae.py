@@ -10,8 +10,8 @@ from torch import nn
 from torch.distributions import Distribution
 
 from aevb.models.decoders import DECODERS
-from aevb.models.encoders import ENCODERS
 from aevb.models.likelihoods import Likelihood, build_likelihood
+from aevb.models.posteriors import build_encoder
 from aevb.models.priors import PRIORS
 
 
@@ -87,10 +87,7 @@ def build_model(model_cfg, info, train_mean: torch.Tensor | None = None) -> VAE:
             output bias when ``model_cfg.init_bias_from_data`` (IWAE code; worth about 1 nat).
     """
     likelihood = build_likelihood(model_cfg, info)
-    if model_cfg.arch not in ENCODERS:
-        raise ValueError(f"unknown arch {model_cfg.arch!r}; allowed: {', '.join(ENCODERS)}")
-    encoder = ENCODERS[model_cfg.arch](info.shape, info.num_dims, model_cfg.latent_dim, model_cfg.hidden,
-                                       model_cfg.activation)
+    encoder = build_encoder(model_cfg, info)
     num_params = likelihood.params_per_dim * info.num_dims
     decoder = DECODERS[model_cfg.arch](info.shape, num_params, likelihood.params_per_dim, model_cfg.latent_dim,
                                        model_cfg.hidden, model_cfg.activation)

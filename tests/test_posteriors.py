@@ -15,7 +15,7 @@ from aevb.data import DataInfo
 from aevb.inference.objectives import elbo, iwae
 from aevb.models.flows import MADE, InverseAutoregressiveTransform, PlanarTransform, constrain_planar_u
 from aevb.models.posteriors import (POSTERIORS, FullCovariancePosterior, InverseAutoregressiveFlowPosterior,
-                                    PlanarFlowPosterior, posterior_mean, rsample_from_noise)
+                                    PlanarFlowPosterior, posterior_mean, rsample_and_log_prob, rsample_from_noise)
 from aevb.models.vae import build_model
 
 FAMILIES = list(POSTERIORS)
@@ -200,12 +200,15 @@ def tiny_model(posterior, latent_dim=3, num_dims=12, seed=0):
 
 
 @pytest.mark.parametrize("posterior", FAMILIES)
-def test_log_prob_of_a_reparameterised_draw_equals_log_prob_of_the_same_z_after_inverting(posterior):
+def test_log_q_of_a_reparameterised_draw_equals_log_prob_of_the_same_z_after_inverting(posterior):
     model = tiny_model(posterior)
     x = torch.bernoulli(torch.full((5, 12), 0.4))
     q_z = model.posterior(x)
     z = rsample_from_noise(q_z, torch.randn(7, 5, 3))
-    torch.testing.assert_close(q_z.log_prob(z), model.posterior(x).log_prob(z.detach().clone()), rtol=1e-4, atol=1e-4)
+    fresh = model.posterior(x).log_prob(z.detach().clone())
+    torch.testing.assert_close(q_z.log_prob(z), fresh, rtol=1e-4, atol=1e-4)
+    z2, log_q = rsample_and_log_prob(model.posterior(x), torch.randn(7, 5, 3, generator=torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(log_q, model.posterior(x).log_prob(z2.detach().clone()), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("posterior", FAMILIES)

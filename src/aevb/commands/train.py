@@ -29,6 +29,8 @@ FLAGS = {
     "--hidden": ("model", "hidden"),
     "--activation": ("model", "activation"),
     "--arch": ("model", "arch"),
+    "--posterior": ("model", "posterior"),
+    "--flow-steps": ("model", "flow_steps"),
     "--objective": ("objective", "name"),
     "--kl": ("objective", "kl"),
     "--samples": ("objective", "num_samples"),
@@ -51,12 +53,15 @@ def _field(section: str, key: str):
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of FLAGS plus --preset, --config and --set."""
     from aevb.models.likelihoods import LIKELIHOODS
+    from aevb.models.posteriors import POSTERIORS
 
     for flag, (section, key) in FLAGS.items():
         f, default = _field(section, key)
         choices = f.metadata.get("choices")
         if (section, key) == ("model", "likelihood"):
             choices = tuple(sorted(LIKELIHOODS))
+        if (section, key) == ("model", "posterior"):
+            choices = tuple(POSTERIORS)
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         kwargs = {"default": None, "help": f"{field_help(section, key)} (default: {shown}; {section}.{key})"}
         if choices:

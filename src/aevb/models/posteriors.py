@@ -24,6 +24,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -190,6 +191,31 @@ def rsample_from_noise(q_z: Distribution, eps: torch.Tensor) -> torch.Tensor:
         for transform in q_z.transforms:
             z = transform(z)
         return z
+    raise TypeError(f"no reparameterisation from standard-normal noise for {type(q_z).__name__}")
+
+
+def rsample_and_log_prob(q_z: Distribution, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, log q(z|x)) for the reparameterised draw z = g(eps), eps ~ N(0, I) of shape sample_shape + (B, D),
+    with log q from the noise: log q(z) = log N(eps; 0, I) - log |det dz/deps|, in nats, shape
+    sample_shape + (B,). The same numbers as ``rsample_from_noise`` then ``q_z.log_prob``, without
+    inverting anything (no triangular solve for full covariance, so it exports to ONNX as well).
+
+    Diagonal Gaussian: log |det| = sum_d log sigma_d; full covariance: sum_d log L_dd; a flow adds each
+    step's ``log_abs_det_jacobian``.
+    """
+    log_n = -0.5 * eps.square().sum(-1) - 0.5 * eps.shape[-1] * math.log(2 * math.pi)
+    if isinstance(q_z, Independent) and isinstance(q_z.base_dist, Normal):
+        return q_z.base_dist.loc + q_z.base_dist.scale * eps, log_n - q_z.base_dist.scale.log().sum(-1)
+    if isinstance(q_z, MultivariateNormal):
+        log_det = torch.diagonal(q_z.scale_tril, dim1=-2, dim2=-1).log().sum(-1)
+        return q_z.loc + (q_z.scale_tril @ eps.unsqueeze(-1)).squeeze(-1), log_n - log_det
+    if isinstance(q_z, TransformedDistribution):
+        z, log_q = rsample_and_log_prob(q_z.base_dist, eps)
+        for transform in q_z.transforms:
+            y = transform(z)
+            log_q = log_q - transform.log_abs_det_jacobian(z, y)
+            z = y
+        return z, log_q
     raise TypeError(f"no reparameterisation from standard-normal noise for {type(q_z).__name__}")
 
 

@@ -83,7 +83,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--out", default=None, help="run directory to write (default: runs/<timestamp>)")
+    parser.add_argument("--out", default=None, help="run directory to write, new or empty (default: runs/<timestamp>); "
+                                                    "a folder that already holds a run is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete everything in --out first when it already holds an aevb run "
+                             "(refused while another process is training there)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars; one line per epoch")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                         help="continue RUN_DIR exactly from its last checkpoint with its saved config; only "
@@ -148,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:12s} {preset_description(name)}")
         return 0
     if getattr(args, "resume", None):
+        if getattr(args, "overwrite", False):
+            raise ValueError("--resume continues a run and --overwrite deletes it: give one of them")
         train(resume_config(args), resume=True)
     else:
-        train(config_from_args(args))
+        train(config_from_args(args), overwrite=getattr(args, "overwrite", False))
     return 0

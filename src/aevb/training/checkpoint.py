@@ -12,12 +12,14 @@ Writes are atomic: files go to a temporary folder that is fsync'd and renamed in
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from aevb.config import RunConfig
@@ -47,29 +49,56 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON to ``path`` through ``path.tmp`` + rename; the temporary file never stays behind."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def describe_write_error(e: BaseException) -> str:
+    """A short reason for a failed write: "no space left on device" for ENOSPC (OSError or safetensors)."""
+    if getattr(e, "errno", None) == errno.ENOSPC or "os error 28" in str(e) or "No space left" in str(e):
+        return "no space left on device"
+    if getattr(e, "errno", None) == errno.EDQUOT:
+        return "disk quota exceeded"
+    return getattr(e, "strerror", None) or str(e).splitlines()[0][:200]
 
 
 def save_checkpoint(ckpt_dir: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> Path:
-    """Atomically write ``weights.safetensors`` (tensors) and ``state.json`` (JSON state) to ckpt_dir."""
+    """Atomically write ``weights.safetensors`` (tensors) and ``state.json`` (JSON state) to ckpt_dir.
+
+    Both files go to ``<ckpt_dir>.tmp`` first, are fsync'd, and the folder is renamed into place; an
+    existing ``ckpt_dir`` is moved to ``<ckpt_dir>.old`` for the instant between the two renames.
+
+    Raises:
+        CheckpointError: the files could not be written (disk full, quota, permissions). The
+            temporary folder is removed and every earlier checkpoint is left as it was.
+    """
     ckpt_dir = Path(ckpt_dir)
     tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "weights.safetensors"))
-    with open(tmp / "state.json", "w") as f:
-        json.dump(state, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    fd = os.open(tmp / "weights.safetensors", os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "weights.safetensors"))
+        with open(tmp / "state.json", "w") as f:
+            json.dump(state, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        fd = os.open(tmp / "weights.safetensors", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot write checkpoint {ckpt_dir}: {describe_write_error(e)}") from None
     old = ckpt_dir.with_name(ckpt_dir.name + ".old")
     if ckpt_dir.exists():
         if old.exists():

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from aevb.training import distributed
-from aevb.training.checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors, save_checkpoint, write_json_atomic
+from aevb.training.checkpoint import CheckpointError, describe_write_error, find_checkpoint, list_checkpoints, read_state, read_tensors, save_checkpoint, write_json_atomic
 from aevb.config import RunConfig, validate
 from aevb.data import DataInfo, Splits, build_datasets
 from aevb.inference.evaluate import evaluate_elbo
@@ -31,6 +31,7 @@ from aevb.training.metrics import MetricsLog, truncate_metrics
 from aevb.models.vae import VAE, build_model
 from aevb.training.optim import build_optimizer, learning_rate, set_learning_rate
 from aevb.training.step import BoundModule, draw_batch, optimizer_step
+from aevb.training.rundir import RunDirError, claim_run_dir
 from aevb.training.state import TrainState, all_finite, restore_state, snapshot_state
 
 
@@ -58,10 +59,14 @@ def resolve_threads(threads: int) -> int:
     return int(env) if env.isdigit() and int(env) > 0 else 1
 
 
-def make_run_dir(out: str) -> Path:
-    """The run directory: ``out`` if given, else ``runs/<timestamp>``; created if missing."""
-    path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    path.mkdir(parents=True, exist_ok=True)
+def default_run_dir() -> Path:
+    """``runs/<timestamp>`` (with ``-1``, ``-2``, ... when that name is taken)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / stamp
+    for i in range(1, 1000):
+        if not path.exists():
+            break
+        path = Path("runs") / f"{stamp}-{i}"
     return path
 
 
@@ -129,13 +134,23 @@ def checkpoint(ts: TrainState, run: Run, name: str = "") -> tuple:
         raise NonFiniteError(f"refusing to write a checkpoint with NaN/inf at step {ts.step} (this is a bug)")
     if run.ctx.is_main:
         folder = run.run_dir / "checkpoints" / (name or f"step-{ts.step:08d}")
-        save_checkpoint(folder, snapshot[0], snapshot[1])
+        try:
+            save_checkpoint(folder, snapshot[0], snapshot[1])
+        except CheckpointError as e:
+            raise RunDirError(f"{e}; {resume_hint(run)}") from None
         if not name:
             run.last_checkpoint = str(folder)
             for old in list_checkpoints(run.run_dir)[:-max(1, run.cfg.train.keep_checkpoints)]:
                 shutil.rmtree(old, ignore_errors=True)
     ts.nan_retries = 0 if not name else ts.nan_retries
     return snapshot
+
+
+def resume_hint(run: Run) -> str:
+    """What a failed write leaves and how to go on (for disk-full and similar errors)."""
+    last = run.last_checkpoint or "none written yet"
+    return (f"the last good checkpoint ({last}) is intact; free some space and continue with "
+            f"`aevb train --resume {run.run_dir}`")
 
 
 def validate_now(ts: TrainState, run: Run) -> dict:
@@ -362,16 +377,18 @@ def finish(ts: TrainState, run: Run) -> None:
           f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {info.binarization} binarization)")
 
 
-def train(cfg: RunConfig, resume: bool = False) -> Path:
+def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Train a VAE as configured and write (or continue) a run directory.
 
     The run directory receives ``config.json`` (resolved config), ``data.json`` (DataInfo),
     ``metrics.jsonl``, ``checkpoints/step-XXXXXXXX/`` and ``checkpoints/best/`` (full training
-    state: safetensors + JSON), ``summary.json`` (final test ELBO) and ``plots/``.
+    state: safetensors + JSON), ``summary.json`` (final test ELBO) and ``plots/``. The process
+    holds the folder's lock while it runs (``training.rundir``): one writer per run directory.
 
     Args:
         cfg: the run configuration; with ``resume`` it must be the run's saved config (``cfg.out``
             is the run directory) and training continues from its last checkpoint.
+        overwrite: a new run may empty an existing run directory ``cfg.out`` (else it is refused).
 
     Returns:
         The run directory.
@@ -380,29 +397,41 @@ def train(cfg: RunConfig, resume: bool = False) -> Path:
     torch.set_num_threads(resolve_threads(cfg.train.threads))
     ctx = distributed.setup(resolve_device(cfg.train.device))
     device = ctx.device
+    lock = None
     try:
+        run_dir = Path(cfg.out) if resume or cfg.out else default_run_dir()
+        if ctx.is_main:  # one writer per run directory; refuses a second trainer and a reused --out
+            lock = claim_run_dir(run_dir, new=not resume, overwrite=overwrite)
         splits, info = build_datasets(cfg.data, cfg.model.likelihood)
         ts = build_state(cfg, splits, info, device)  # checks that the data fit the model first
-        run_dir = Path(cfg.out) if resume else make_run_dir(cfg.out) if ctx.is_main else Path(cfg.out)
         splits = Splits(*(t.to(device) for t in (splits.train, splits.valid, splits.test)))
         log = MetricsLog(run_dir / "metrics.jsonl", enabled=ctx.is_main,
                          tensorboard=cfg.train.tensorboard and ctx.is_main)
         run = Run(cfg, splits, info, run_dir, ctx, log)
-        if resume:
-            ckpt = resume_state(ts, run_dir)
-            run.last_checkpoint = str(ckpt)
-            if ctx.is_main:
-                truncate_metrics(run_dir / "metrics.jsonl", ts.step)
-                print(f"resuming {run_dir} from {ckpt.name} (epoch {ts.epoch + 1}, batch {ts.batch + 1})")
-        elif ctx.is_main:
-            cfg.out = str(run_dir)
-            cfg.save(run_dir / "config.json")
-            write_json_atomic(run_dir / "data.json", info.to_dict())
-        if not resume or ctx.rank > 0:  # torch's global stream (only non-Gaussian posteriors use it), per rank
-            torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + ts.step)
-        fit_wrapped(ts, run)
-        finish(ts, run)
-        log.close()
+        try:
+            if resume:
+                ckpt = resume_state(ts, run_dir)
+                run.last_checkpoint = str(ckpt)
+                if ctx.is_main:
+                    truncate_metrics(run_dir / "metrics.jsonl", ts.step)
+                    print(f"resuming {run_dir} from {ckpt.name} (epoch {ts.epoch + 1}, batch {ts.batch + 1})")
+            elif ctx.is_main:
+                cfg.out = str(run_dir)
+                cfg.save(run_dir / "config.json")
+                write_json_atomic(run_dir / "data.json", info.to_dict())
+            if not resume or ctx.rank > 0:  # torch's global stream (only non-Gaussian posteriors use it), per rank
+                torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + ts.step)
+            fit_wrapped(ts, run)
+            finish(ts, run)
+            log.close()
+        except OSError as e:
+            if describe_write_error(e) == "no space left on device":
+                where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+                raise RunDirError(f"cannot write to {run_dir}{where}: no space left on device; "
+                                  f"{resume_hint(run)}") from None
+            raise
         return run_dir
     finally:
+        if lock is not None:
+            lock.release()
         distributed.teardown(ctx)

@@ -13,15 +13,26 @@ import time
 
 import pytest
 import torch
+from conftest import run_cli, tiny_config
 from safetensors import SafetensorError
 
 from aevb.training import checkpoint as checkpoint_module
-from aevb.training.checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors, save_checkpoint
+from aevb.training.checkpoint import (
+    find_checkpoint,
+    list_checkpoints,
+    read_state,
+    read_tensors,
+    save_checkpoint,
+)
 from aevb.training.loop import train
 from aevb.training.metrics import read_metrics
-from aevb.training.rundir import LOCK_NAME, RunDirError, RunLock, claim_run_dir, clean_leftovers
-
-from conftest import run_cli, tiny_config
+from aevb.training.rundir import (
+    LOCK_NAME,
+    RunDirError,
+    RunLock,
+    claim_run_dir,
+    clean_leftovers,
+)
 
 
 def write_lock(run_dir, pid, proc_start=""):
@@ -175,7 +186,7 @@ def test_a_full_disk_while_writing_metrics_says_what_to_do(tmp_path, monkeypatch
 
 def _tmpfs(path, size):
     path.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, check=False)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:100]})")
 
@@ -201,7 +212,7 @@ def test_a_real_full_tmpfs_gives_one_line_and_the_run_resumes_once_space_is_free
         assert r.returncode == 0, r.stderr
         assert read_state(find_checkpoint(out))["step"] == 60
     finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
 
 
 @pytest.mark.slow

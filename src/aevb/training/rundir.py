@@ -130,7 +130,7 @@ class RunLock:
                 except OSError:
                     pass
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self):
         self.acquire()
         return self
 

@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from aevb.config import RunConfig, read_preset, update  # noqa: E402
 from aevb.training.metrics import read_metrics  # noqa: E402
 
+
 def _find_shared_data() -> Path:
     """$AEVB_SHARED_DATA, else the first ``shared/data`` beside the checkout or one of its parents."""
     if os.environ.get("AEVB_SHARED_DATA"):

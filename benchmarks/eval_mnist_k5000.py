@@ -16,9 +16,9 @@ import argparse
 import time
 
 import torch
+from eval_throughput import load_test_images, make_model
 
 from aevb.inference.evaluate import importance_sample
-from eval_throughput import load_test_images, make_model
 
 
 def main() -> None:
@@ -40,7 +40,8 @@ def main() -> None:
     log_px = importance_sample(model, x, k=args.k, memory_mb=args.memory_mb, progress=False, workers=workers)["log_px"]
     seconds = time.perf_counter() - start
     full = seconds * 10000 / len(x)
-    print(f"784-200-200-50, K={args.k}, {len(x)} images ({source}), {args.threads} thread(s) as {'OpenMP threads' if args.omp else 'chunk workers'}: {seconds:.1f} s, "
+    how = 'OpenMP threads' if args.omp else 'chunk workers'
+    print(f"784-200-200-50, K={args.k}, {len(x)} images ({source}), {args.threads} thread(s) as {how}: {seconds:.1f} s, "
           f"{len(x) * args.k / seconds:,.0f} samples/s; 10,000 images: {full:.0f} s = {full / 60:.1f} min "
           f"({'extrapolated' if len(x) < 10000 else 'measured'}); mean L_K of the random model {float(log_px.mean()):.2f} nats")
 

@@ -91,7 +91,9 @@ def gemm_limit_seconds(model, num_images: int, k: int, memory_mb: int, kernel: s
 
 
 def _time_products(model, num_images: int, k: int, memory_mb: int, product) -> float:
-    linears = lambda net: [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    def linears(net):
+        return [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+
     examples, block = choose_chunks(784, model.latent_dim, k, memory_mb)
     rows = examples * block
     num_blocks = math.ceil(num_images / examples) * math.ceil(k / block)

@@ -75,8 +75,8 @@ def train_panel(args) -> Path:
     """Train a panel to ``--examples``; a panel whose run directory has checkpoints is resumed and
     trained on to the new length (Adagrad with a constant step size: the same computation as one
     longer run), so a panel can be brought to 3e6 examples first and to 1e7 later."""
-    from aevb.training.checkpoint import list_checkpoints
     from aevb.config import RunConfig
+    from aevb.training.checkpoint import list_checkpoints
     from aevb.training.loop import train
 
     data, z = args.panel.split(":")

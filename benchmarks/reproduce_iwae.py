@@ -89,11 +89,10 @@ def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, limit: int = 0, 
     the posterior means (Var_x(E_q[u | x]) > 1e-2). ``threads`` chunk workers (None: torch's
     thread count). Writes ``name`` (JSON) into the run directory.
     """
-    import torch
 
-    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
     from aevb.inference.evaluate import evaluate
+    from aevb.training.checkpoint import load_run
 
     cfg, model, _ = load_run(run_dir, which="last", device=device)
     model.eval()

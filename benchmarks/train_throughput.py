@@ -170,8 +170,8 @@ def run_aevb(x_train: torch.Tensor, seed: int, batch_size: int = 100, fast_path:
     from aevb.config import RunConfig
     from aevb.data import DataInfo, Splits
     from aevb.training.distributed import DistContext
-    from aevb.training.metrics import MetricsLog
     from aevb.training.loop import Run, build_bound_module, build_state, fit
+    from aevb.training.metrics import MetricsLog
 
     cfg = RunConfig()
     cfg.model.hidden, cfg.model.latent_dim = [HIDDEN], LATENT

@@ -4,14 +4,22 @@ import json
 
 import pytest
 import torch
-
-from aevb.training.checkpoint import (CheckpointError, find_checkpoint, flatten_optimizer_state, list_checkpoints, load_run,
-                             read_state, read_tensors, save_checkpoint, unflatten_optimizer_state)
-from aevb.config import TrainConfig
-from aevb.training.optim import build_optimizer
-from aevb.training.loop import train
-
 from conftest import tiny_config
+
+from aevb.config import TrainConfig
+from aevb.training.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    flatten_optimizer_state,
+    list_checkpoints,
+    load_run,
+    read_state,
+    read_tensors,
+    save_checkpoint,
+    unflatten_optimizer_state,
+)
+from aevb.training.loop import train
+from aevb.training.optim import build_optimizer
 
 
 def _quadratic_steps(params, optimizer, num_steps, seed):

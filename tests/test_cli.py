@@ -1,10 +1,9 @@
 """The command line: help texts, refusals of bad values, and a real train run."""
 
 import pytest
-
-from aevb.cli import COMMANDS, build_parser, main
-
 from conftest import run_cli
+
+from aevb.cli import COMMANDS, main
 
 
 def test_every_command_in_the_table_has_help(capsys):

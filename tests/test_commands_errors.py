@@ -6,10 +6,9 @@ exits 1."""
 import shutil
 
 import pytest
+from conftest import tiny_config
 
 from aevb.cli import COMMANDS, build_parser, main
-
-from conftest import tiny_config
 
 # command -> (arguments after the run directory, argv prefix that takes the run directory,
 #             an unknown option value (choices option where the command has one), what the message names)

@@ -6,8 +6,17 @@ from pathlib import Path
 import pytest
 
 from aevb.cli import main
-from aevb.config import (SECTIONS, ConfigError, RunConfig, apply_overrides, list_presets, read_config_file,
-                         read_preset, update, validate)
+from aevb.config import (
+    SECTIONS,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    list_presets,
+    read_config_file,
+    read_preset,
+    update,
+    validate,
+)
 
 
 def test_every_field_has_a_default_and_a_one_line_description():

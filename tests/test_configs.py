@@ -12,11 +12,11 @@ from torch import nn
 
 from aevb.config import RunConfig, list_presets, read_config_file, read_preset, update, validate
 from aevb.data import DATASETS, build_datasets
+from aevb.inference.objectives import OBJECTIVES
 from aevb.models.likelihoods import LIKELIHOODS
 from aevb.models.vae import build_model
-from aevb.inference.objectives import OBJECTIVES
-from aevb.training.optim import build_optimizer
 from aevb.training.loop import train
+from aevb.training.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIGS = sorted((REPO / "configs").glob("*.toml"))

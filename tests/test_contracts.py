@@ -10,11 +10,11 @@ import torch
 
 from aevb.config import ModelConfig
 from aevb.data import DataInfo
+from aevb.inference.objectives import OBJECTIVES
 from aevb.models.encoders import ENCODERS
 from aevb.models.likelihoods import LIKELIHOODS
-from aevb.models.vae import build_model
-from aevb.inference.objectives import OBJECTIVES
 from aevb.models.priors import PRIORS
+from aevb.models.vae import build_model
 
 B = 16
 

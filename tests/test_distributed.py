@@ -7,11 +7,10 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, run_cli
 
 from aevb.training.checkpoint import find_checkpoint, read_state, read_tensors
 from aevb.training.distributed import DistContext
-
-from conftest import REPO, run_cli
 
 # batch 49 on 1455 digits: shares of 25 + 24 rows, and a last batch of 34 rows (17 + 17)
 ARGS = ["--data", "digits", "--hidden", "32", "--latent-dim", "4", "--epochs", "1", "--batch-size", "49",

@@ -9,16 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli, tiny_config
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from aevb.inference.evaluate import bits_per_dim, count_active_units, encode, evaluate, evaluate_elbo, score_examples
 from aevb.models.likelihoods import Likelihood
-from aevb.models.vae import VAE
 from aevb.models.priors import StandardNormalPrior
-
-from conftest import run_cli, tiny_config
-
+from aevb.models.vae import VAE
 
 # -- a factor-analysis model: x = W z + b + sigma * noise, z ~ N(0, I) -------------------------
 
@@ -133,8 +131,8 @@ def replicate_log_px(model, x, k, seed):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
+    from aevb.training.checkpoint import load_run
     from aevb.training.loop import train
 
     cfg = tiny_config(tmp_path_factory.mktemp("eval"), train={"epochs": 20})
@@ -289,8 +287,8 @@ def test_evaluate_command_explains_missing_run_corrupt_checkpoint_and_bad_split(
 
 
 def test_sigmoid_rewrite_of_a_tanh_decoder_gives_the_same_outputs(matmul_backend):
-    from aevb.models.decoders import mlp_decoder
     from aevb.inference.evaluate import SigmoidMLP
+    from aevb.models.decoders import mlp_decoder
 
     torch.manual_seed(0)
     decoder = mlp_decoder((8, 8), 64, 1, 5, [40, 30], "tanh")

@@ -6,13 +6,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
-from aevb.training.checkpoint import list_checkpoints, load_run
 from aevb.cli import main
 from aevb.outputs.export import export_model
+from aevb.training.checkpoint import list_checkpoints, load_run
 from aevb.training.loop import train
-
-from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")

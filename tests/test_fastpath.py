@@ -2,16 +2,15 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from aevb.config import ModelConfig, ObjectiveConfig, RunConfig, TrainConfig
 from aevb.data import DataInfo
-from aevb.speed.fastpath import FastElbo, fast_path_reason
 from aevb.models.vae import build_model
+from aevb.speed.fastpath import FastElbo, fast_path_reason
+from aevb.training.loop import build_bound_module, train
 from aevb.training.optim import build_optimizer
 from aevb.training.step import BoundModule
-from aevb.training.loop import build_bound_module, train
-
-from conftest import tiny_config
 
 INFO = DataInfo(name="t", shape=(6, 5), num_dims=30, support="binary", binarization="dynamic")
 

@@ -4,12 +4,11 @@ are decoded and their grids counted; bad input gets a one-line error."""
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from PIL import Image
+from test_plots import grid_blocks, grid_cells
 
 from aevb.cli import main
-
-from conftest import tiny_config
-from test_plots import grid_blocks, grid_cells
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +93,8 @@ def test_corrupt_checkpoint_is_reported_with_its_file(run_dir, tmp_path, capsys)
 
 
 def test_reconstructions_use_the_model_means(run_dir):
-    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
+    from aevb.training.checkpoint import load_run
 
     cfg, model, info = load_run(run_dir)
     splits, _ = build_datasets(cfg.data, cfg.model.likelihood)

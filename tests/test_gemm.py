@@ -6,10 +6,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import REPO
 
 from aevb.speed import gemm
-
-from conftest import REPO
 
 
 def operands(m, k, n, seed=0):

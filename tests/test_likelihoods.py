@@ -10,8 +10,15 @@ from scipy import integrate
 
 from aevb.config import ModelConfig
 from aevb.data import DataInfo
-from aevb.models.likelihoods import (BernoulliLikelihood, CategoricalLikelihood, ContinuousBernoulliLikelihood,
-                              DataMismatchError, GaussianLikelihood, LaplaceLikelihood, build_likelihood)
+from aevb.models.likelihoods import (
+    BernoulliLikelihood,
+    CategoricalLikelihood,
+    ContinuousBernoulliLikelihood,
+    DataMismatchError,
+    GaussianLikelihood,
+    LaplaceLikelihood,
+    build_likelihood,
+)
 
 D = 6
 

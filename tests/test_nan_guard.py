@@ -3,12 +3,11 @@
 import math
 
 import torch
+from conftest import run_cli, tiny_config
 
 from aevb.training.checkpoint import find_checkpoint, load_run, read_state, read_tensors
-from aevb.training.metrics import read_metrics
 from aevb.training.loop import train
-
-from conftest import run_cli, tiny_config
+from aevb.training.metrics import read_metrics
 
 
 def test_one_poisoned_step_is_rolled_back_and_training_recovers_with_a_lower_lr(tmp_path, monkeypatch, capsys):

@@ -8,8 +8,8 @@ from torch.distributions import Independent, Normal
 
 from aevb.config import ModelConfig
 from aevb.data import DataInfo
-from aevb.models.vae import build_model
 from aevb.inference.objectives import elbo, iwae
+from aevb.models.vae import build_model
 
 
 def tiny_model(latent_dim=3, num_dims=12, seed=0):
@@ -99,8 +99,8 @@ def factor_analysis_vae(w, b, sigma, enc_matrix, enc_shift, enc_log_var):
     from aevb.models.decoders import Decoder
     from aevb.models.encoders import GaussianEncoder
     from aevb.models.likelihoods import GaussianLikelihood
-    from aevb.models.vae import VAE
     from aevb.models.priors import StandardNormalPrior
+    from aevb.models.vae import VAE
 
     num_dims, latent_dim = w.shape
     enc = torch.nn.Linear(num_dims, 2 * latent_dim)

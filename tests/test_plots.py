@@ -7,15 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from PIL import Image
 from scipy.stats import norm
 
-from aevb.outputs import figures, plots
 from aevb.config import ModelConfig
 from aevb.data import DataInfo, Splits
 from aevb.models.vae import build_model
-
-from conftest import tiny_config
+from aevb.outputs import figures, plots
 
 
 def pad_rgb():
@@ -59,10 +58,10 @@ def grid_cells(png_path) -> list[tuple[int, int]]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A digits model (latent_dim 4) trained for two epochs, its data and its run directory."""
-    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
-    from aevb.training.metrics import read_metrics
+    from aevb.training.checkpoint import load_run
     from aevb.training.loop import train
+    from aevb.training.metrics import read_metrics
 
     run_dir = train(tiny_config(tmp_path_factory.mktemp("plots")))
     cfg, model, info = load_run(run_dir)

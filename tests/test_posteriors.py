@@ -14,8 +14,15 @@ from aevb.config import ConfigError, ModelConfig, RunConfig, validate
 from aevb.data import DataInfo
 from aevb.inference.objectives import elbo, iwae
 from aevb.models.flows import MADE, InverseAutoregressiveTransform, PlanarTransform, constrain_planar_u
-from aevb.models.posteriors import (POSTERIORS, FullCovariancePosterior, InverseAutoregressiveFlowPosterior,
-                                    PlanarFlowPosterior, posterior_mean, rsample_and_log_prob, rsample_from_noise)
+from aevb.models.posteriors import (
+    POSTERIORS,
+    FullCovariancePosterior,
+    InverseAutoregressiveFlowPosterior,
+    PlanarFlowPosterior,
+    posterior_mean,
+    rsample_and_log_prob,
+    rsample_from_noise,
+)
 from aevb.models.vae import build_model
 
 FAMILIES = list(POSTERIORS)

@@ -11,10 +11,9 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+from conftest import run_cli
 
 from aevb.cli import COMMANDS
-
-from conftest import run_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ISSUE_COMMANDS = {"train", "evaluate", "score", "encode", "sample", "reconstruct", "plot", "report", "export",

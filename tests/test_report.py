@@ -11,13 +11,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 from PIL import Image
 
 from aevb import __version__
 from aevb.cli import main
 from aevb.outputs.report import Report, render_html
-
-from conftest import tiny_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -107,8 +106,8 @@ def test_report_includes_eval_json_columns(run_dir, tmp_path):
     page = Page(out.read_text(encoding="utf-8"))
     header = next(r for r in page.rows if r[0] == "source")
     row = next(r for r in page.rows if r[0] == "eval.json")
-    assert [h for h in header[1:] if h != "training bound"] == ["n", "ELBO (nats)", "± s.e.", "E_q log p(x|z)", "KL(q||p)", "log p(x) (nats)", "± s.e.",
-                          "k", "bits/dim", "active units"]
+    assert [h for h in header[1:] if h != "training bound"] == ["n", "ELBO (nats)", "± s.e.", "E_q log p(x|z)", "KL(q||p)",
+                                                                "log p(x) (nats)", "± s.e.", "k", "bits/dim", "active units"]
     assert row[header.index("log p(x) (nats)")] == "-25.93" and row[header.index("bits/dim")] == "0.5845"
     assert row[header.index("active units")] == "3"
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -100,9 +99,9 @@ def test_iwae_recipe_trains_evaluates_and_tabulates(tmp_path, capsys):
 
 def test_iwae_recipe_evaluation_is_the_librarys(tmp_path):
     """The recipe's L_k, ELBO and active units are aevb.inference.evaluate's on the test split (same seed)."""
-    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
     from aevb.inference.evaluate import evaluate
+    from aevb.training.checkpoint import load_run
 
     out = tmp_path / "iwae"
     assert iwae_recipe.main(["--row", "vae", "--k", "1", "--epochs", "1", "--tiny", "--out", str(out),

@@ -4,11 +4,10 @@ import json
 import signal
 
 import torch
+from conftest import run_cli
 
 from aevb.training.checkpoint import find_checkpoint, list_checkpoints, read_state, read_tensors
 from aevb.training.metrics import read_metrics
-
-from conftest import run_cli
 
 ARGS = ["--data", "digits", "--hidden", "32", "--latent-dim", "4", "--epochs", "2", "--batch-size", "50",
         "--lr", "3e-3", "--quiet", "--set", "train.checkpoint_every=4", "--set", "train.eval_every=0"]

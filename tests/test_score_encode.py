@@ -6,16 +6,15 @@ import csv
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli, tiny_config
 
 from aevb.inference.evaluate import encode, score_examples
-
-from conftest import run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
+    from aevb.training.checkpoint import load_run
     from aevb.training.loop import train
 
     cfg = tiny_config(tmp_path_factory.mktemp("score"), train={"epochs": 10})

@@ -2,16 +2,15 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from aevb.config import ModelConfig, ObjectiveConfig, TrainConfig
 from aevb.data import DataInfo
-from aevb.models.vae import build_model
 from aevb.inference.objectives import OBJECTIVES
+from aevb.models.vae import build_model
+from aevb.training.loop import train
 from aevb.training.optim import build_optimizer, step_optimizer
 from aevb.training.step import BoundModule, draw_batch
-from aevb.training.loop import train
-
-from conftest import tiny_config
 
 
 def small_model(seed=0):

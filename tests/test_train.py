@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from aevb.training.checkpoint import load_run
-from aevb.training.metrics import read_metrics
 from aevb.training.loop import train
-
-from conftest import tiny_config
+from aevb.training.metrics import read_metrics
 
 
 def test_tiny_run_improves_validation_elbo_and_writes_a_complete_run_directory(tmp_path):
@@ -74,8 +73,8 @@ def test_prior_gradient_is_the_gradient_of_the_gaussian_parameter_prior_over_n()
 
 def test_iwae_schedule_is_3_to_the_i_passes_at_lr_times_10_to_the_minus_i_over_7():
     from aevb.config import RunConfig
-    from aevb.training.optim import IWAE_EPOCHS, learning_rate
     from aevb.training.loop import resolve_config
+    from aevb.training.optim import IWAE_EPOCHS, learning_rate
 
     cfg = RunConfig()
     cfg.train.schedule = "iwae"

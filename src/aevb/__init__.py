@@ -11,14 +11,14 @@ Public API (explicit re-exports):
 
 __version__ = "0.1.0"
 
-from aevb.config import RunConfig  # noqa: E402
-from aevb.models.likelihoods import LIKELIHOODS  # noqa: E402
-from aevb.models.vae import VAE, build_model  # noqa: E402
-from aevb.inference.objectives import OBJECTIVES, elbo, iwae  # noqa: E402
-from aevb.models.priors import PRIORS  # noqa: E402
-from aevb.training.checkpoint import load_run  # noqa: E402
-from aevb.outputs.export import export_model  # noqa: E402
 from aevb.api import AEVB  # noqa: E402
+from aevb.config import RunConfig  # noqa: E402
+from aevb.inference.objectives import OBJECTIVES, elbo, iwae  # noqa: E402
+from aevb.models.likelihoods import LIKELIHOODS  # noqa: E402
+from aevb.models.priors import PRIORS  # noqa: E402
+from aevb.models.vae import VAE, build_model  # noqa: E402
+from aevb.outputs.export import export_model  # noqa: E402
+from aevb.training.checkpoint import load_run  # noqa: E402
 
 __all__ = ["__version__", "AEVB", "RunConfig", "LIKELIHOODS", "VAE", "build_model", "OBJECTIVES", "elbo", "iwae",
            "PRIORS", "load_run", "export_model"]

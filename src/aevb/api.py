@@ -26,8 +26,8 @@ import torch
 
 from aevb.config import RunConfig, update, validate
 from aevb.data import DataInfo, prepare_batch
-from aevb.models.vae import build_model
 from aevb.inference.objectives import OBJECTIVES, iwae
+from aevb.models.vae import build_model
 from aevb.training.optim import build_optimizer
 
 

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if suffix == ".csv":
         write_csv(args.out, arrays["mu"], arrays["log_var"], arrays.get("labels"))
     else:
-        np.savez(args.out, **arrays)
+        np.savez(args.out, **arrays)  # type: ignore[arg-type]
     print(f"wrote mu and log_var ({len(x)} x {mu.shape[1]}){' and labels' if labels is not None else ''} "
           f"of {info.name} ({split} rows) to {args.out}")
     return 0

@@ -8,12 +8,8 @@ each split: {"test": {...}, "train": {...}}) in the run directory; ``--json`` pr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
-
-import numpy as np
-import torch
 
 HELP = "estimate log p(x) (IWAE bound, K=5000), ELBO, bits/dim and active units of a trained run"
 SPLITS = ("train", "valid", "test")
@@ -105,8 +101,8 @@ def merge_latest(path: Path, result: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aevb.training.checkpoint import write_json_atomic
     from aevb.inference.evaluate import evaluate
+    from aevb.training.checkpoint import write_json_atomic
 
     cfg, model, info = load(args)
     from aevb.data.run_rows import load_data

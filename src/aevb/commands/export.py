@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aevb.training.checkpoint import load_run
     from aevb.outputs.export import export_model
+    from aevb.training.checkpoint import load_run
 
     _, model, info = load_run(args.run_dir, which=args.checkpoint)
     out = Path(args.out) if args.out else Path(args.run_dir) / "export" / args.format

@@ -24,10 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
     from aevb.outputs.figures import choose_cmap, to_display
     from aevb.outputs.plots import plot_reconstructions, save_figure
+    from aevb.training.checkpoint import load_run
 
     cfg, model, info = load_run(args.run_dir, which=args.which)
     out = check_png_args(args.n, args.out, args.run_dir, "reconstructions.png")
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                          f"use -n {len(x)} or less, or another --split")
     x = x[:args.n]
     ncols = min(10, len(x))
-    save_figure(plot_reconstructions(to_display(model, x), to_display(model, model.reconstruct(x)), info.shape, ncols=ncols, cmap=choose_cmap(splits.train)),
-                out)
+    save_figure(plot_reconstructions(to_display(model, x), to_display(model, model.reconstruct(x)), info.shape,
+                                     ncols=ncols, cmap=choose_cmap(splits.train)), out)
     print(out)
     return 0

@@ -41,10 +41,10 @@ def check_png_args(n: int, out: str | None, run_dir: str = "", default: str = ""
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from aevb.training.checkpoint import load_run
-    from aevb.outputs.figures import choose_cmap, to_display
     from aevb.data import build_datasets
+    from aevb.outputs.figures import choose_cmap, to_display
     from aevb.outputs.plots import plot_samples, save_figure
+    from aevb.training.checkpoint import load_run
 
     cfg, model, info = load_run(args.run_dir, which=args.which)
     out = check_png_args(args.n, args.out, args.run_dir, "samples.png")

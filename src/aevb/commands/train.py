@@ -13,9 +13,18 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from typing import Any
 
-from aevb.config import (RunConfig, apply_overrides, field_help, list_presets, preset_description, read_config_file,
-                      read_preset, update)
+from aevb.config import (
+    RunConfig,
+    apply_overrides,
+    field_help,
+    list_presets,
+    preset_description,
+    read_config_file,
+    read_preset,
+    update,
+)
 
 HELP = "train a VAE on a named data set or your own files"
 
@@ -63,7 +72,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if (section, key) == ("model", "posterior"):
             choices = tuple(POSTERIORS)
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        kwargs = {"default": None, "help": f"{field_help(section, key)} (default: {shown}; {section}.{key})"}
+        kwargs: dict[str, Any] = {"default": None, "help": f"{field_help(section, key)} (default: {shown}; {section}.{key})"}
         if choices:
             kwargs["choices"] = choices
         elif isinstance(default, bool):

@@ -86,7 +86,7 @@ def download_mnist(folder: str | Path | None = None, urls: list[str] | None = No
         dest = folder / name
         if dest.is_file() and file_digest(dest) == sha256:
             continue
-        errors = []
+        errors: list[Exception] = []
         for base in mirrors(urls):
             try:
                 fetch_verified(base.rstrip("/") + "/" + name, dest, sha256, timeout)

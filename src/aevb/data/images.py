@@ -71,7 +71,7 @@ def read_image_folder(folder: Path, image_size: str = "") -> RawDataset:
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"{path}: cannot read as an image ({e})") from None
         if size is not None:
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         elif first_size is None:
             first_size = (path, im.size)
         elif im.size != first_size[1]:

@@ -36,8 +36,8 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 from tqdm import tqdm
 
-from aevb.speed import gemm
 from aevb.models.likelihoods import BernoulliLikelihood
+from aevb.speed import gemm
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_ROWS = 2048  # decoded samples per block: bigger blocks fall out of cache without making GEMMs faster

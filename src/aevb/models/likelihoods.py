@@ -14,8 +14,16 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import (Bernoulli, Binomial, Categorical, ContinuousBernoulli, Distribution, Independent,
-                                 Laplace, Normal)
+from torch.distributions import (
+    Bernoulli,
+    Binomial,
+    Categorical,
+    ContinuousBernoulli,
+    Distribution,
+    Independent,
+    Laplace,
+    Normal,
+)
 
 
 class DataMismatchError(ValueError):

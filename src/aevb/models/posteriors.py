@@ -29,8 +29,14 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.distributions import (Distribution, Independent, MultivariateNormal, Normal, TransformedDistribution,
-                                 register_kl)
+from torch.distributions import (
+    Distribution,
+    Independent,
+    MultivariateNormal,
+    Normal,
+    TransformedDistribution,
+    register_kl,
+)
 
 from aevb.models.encoders import ENCODER_NETS, GaussianEncoder
 from aevb.models.flows import MADE, InverseAutoregressiveTransform, PlanarTransform

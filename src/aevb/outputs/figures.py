@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,9 +58,9 @@ def decode_means(model, z: torch.Tensor) -> torch.Tensor:
 class FigureContext:
     """What the figure functions need: a model in eval mode, its data and metrics records."""
 
-    model: object
-    splits: object
-    info: object
+    model: Any
+    splits: Any
+    info: Any
     records: list = field(default_factory=list)
     seed: int = 0
     _mu: torch.Tensor | None = None
@@ -112,7 +113,8 @@ def _manifold(ctx: FigureContext):
     d = ctx.model.latent_dim
     if d < 2 or not plots.is_image(ctx.info.shape):
         return None
-    dims = (0, 1) if d == 2 else tuple(sorted(most_active(ctx)[0][:2]))
+    a, b = (0, 1) if d == 2 else sorted(most_active(ctx)[0][:2])
+    dims = (a, b)
     z = plots.manifold_latents(d, MANIFOLD_STEPS, dims)
     return plots.plot_manifold(decode_means(ctx.model, z), ctx.info.shape, MANIFOLD_STEPS, dims, d, cmap=ctx.cmap)
 
@@ -185,8 +187,8 @@ def write_basic_plots(model, splits, info, run_dir: Path, seed: int) -> list[Pat
 
 def load_context(run_dir: str, which: str = "last", seed: int = 0):
     """Model, data and metrics of a run directory as a ``FigureContext``."""
-    from aevb.training.checkpoint import load_run
     from aevb.data import build_datasets
+    from aevb.training.checkpoint import load_run
     from aevb.training.metrics import read_metrics
 
     cfg, model, info = load_run(run_dir, which=which)

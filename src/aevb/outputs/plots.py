@@ -59,7 +59,7 @@ def image_grid(images: torch.Tensor, shape: tuple, ncols: int, pad: int = 1,
 def to_display(x: torch.Tensor, lo: float | None = None, hi: float | None = None) -> torch.Tensor:
     """Values mapped to [0, 1] for display: unchanged when already in [0, 1], else (x - lo) / (hi - lo)."""
     x = x.detach().float().cpu()
-    if lo is None:
+    if lo is None or hi is None:
         lo, hi = (0.0, 1.0) if (x.min() >= 0 and x.max() <= 1) else (float(x.min()), float(x.max()))
     return ((x - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
 
@@ -288,7 +288,7 @@ def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     for r in records:
         x = r.get("examples", r.get("step"))
         try:
-            x, y = float(x), float(r.get(key))
+            x, y = float(x), float(r.get(key))  # type: ignore[arg-type]  # None -> TypeError below
         except (TypeError, ValueError):
             continue
         if math.isfinite(y) and x > 0:

@@ -182,8 +182,8 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
     """Read a run directory; figures are drawn afresh from the checkpoint (or, when it cannot be
     loaded, taken from the PNGs already in run_dir/plots, with a note saying so)."""
     from aevb import __version__
-    from aevb.training.metrics import read_metrics
     from aevb.outputs.plots import figure_png
+    from aevb.training.metrics import read_metrics
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

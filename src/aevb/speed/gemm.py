@@ -34,7 +34,7 @@ BACKENDS = ("onednn", "torch")
 # activations oneDNN applies inside the product (its "post-ops"); others are applied by the caller
 FUSED_ACTIVATIONS = ("tanh", "relu", "sigmoid")
 
-_state = {"backend": None}
+_state: dict[str, str | None] = {"backend": None}
 
 
 def _onednn_available() -> bool:
@@ -66,7 +66,7 @@ def backend() -> str:
             raise ValueError(f"AEVB_MATMUL={wanted!r} is not a matrix-product backend; allowed: auto, "
                              + ", ".join(BACKENDS))
         _state["backend"] = "onednn" if wanted in ("auto", "onednn") and _onednn_available() else "torch"
-    return _state["backend"]
+    return _state["backend"]  # type: ignore[return-value]  # set just above
 
 
 def set_backend(name: str | None) -> str:

@@ -118,7 +118,8 @@ def flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], 
         (tensors, meta): tensors under ``optimizer.state.<param index>.<name>``; meta holds
         ``param_groups`` and the non-tensor per-parameter values.
     """
-    tensors, scalars = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict = {}
     for index, values in state_dict["state"].items():
         for name, value in values.items():
             if torch.is_tensor(value):

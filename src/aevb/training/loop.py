@@ -20,19 +20,28 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from aevb.training import distributed
-from aevb.training.checkpoint import CheckpointError, describe_write_error, find_checkpoint, list_checkpoints, read_state, read_tensors, save_checkpoint, write_json_atomic
 from aevb.config import RunConfig, validate
 from aevb.data import DataInfo, Splits, build_datasets
 from aevb.inference.evaluate import evaluate_elbo
-from aevb.speed.fastpath import FastElbo, fast_path_reason
-from aevb.outputs.figures import write_basic_plots
-from aevb.training.metrics import MetricsLog, truncate_metrics
 from aevb.models.vae import VAE, build_model
+from aevb.outputs.figures import write_basic_plots
+from aevb.speed.fastpath import FastElbo, fast_path_reason
+from aevb.training import distributed
+from aevb.training.checkpoint import (
+    CheckpointError,
+    describe_write_error,
+    find_checkpoint,
+    list_checkpoints,
+    read_state,
+    read_tensors,
+    save_checkpoint,
+    write_json_atomic,
+)
+from aevb.training.metrics import MetricsLog, truncate_metrics
 from aevb.training.optim import build_optimizer, learning_rate, set_learning_rate
-from aevb.training.step import BoundModule, draw_batch, optimizer_step
 from aevb.training.rundir import RunDirError, claim_run_dir
 from aevb.training.state import TrainState, all_finite, restore_state, snapshot_state
+from aevb.training.step import BoundModule, draw_batch, optimizer_step
 
 
 class NonFiniteError(RuntimeError):
@@ -172,7 +181,7 @@ def validate_now(ts: TrainState, run: Run) -> dict:
     return {"valid/elbo": v["elbo"], "valid/recon": v["recon"], "valid/kl": v["kl"]}
 
 
-def roll_back(ts: TrainState, run: Run, snapshot: tuple, why: str) -> None:
+def roll_back(ts: TrainState, run: Run, snapshot: tuple[dict, dict], why: str) -> None:
     """Restore the last good state and lower the learning rate, or stop with a clear message."""
     t = run.cfg.train
     where = f"step {ts.step + 1} (epoch {ts.epoch + 1}, batch {ts.batch + 1})"

@@ -8,6 +8,8 @@ rate. The weight decay is the gradient of a N(0, I) prior on every parameter (se
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.optim.optimizer as _torch_optimizer
 
@@ -36,7 +38,8 @@ def learning_rate(train_cfg, epoch: int, lr_scale: float = 1.0) -> float:
     """The learning rate for a 0-based epoch.
 
     "constant": ``train.lr``. "iwae": ``train.lr * 10^(-i/7)`` in stage i of ``iwae_stage`` over
-    ``train.epochs`` epochs (with train.lr = 1e-3 and 3280 epochs this is the paper's schedule). ``lr_scale`` is the NaN guard's factor (0.1 per rollback).
+    ``train.epochs`` epochs (with train.lr = 1e-3 and 3280 epochs this is the paper's schedule).
+    ``lr_scale`` is the NaN guard's factor (0.1 per rollback).
     """
     if train_cfg.schedule == "constant":
         factor = 1.0
@@ -125,7 +128,7 @@ def step_optimizer(optimizer: torch.optim.Optimizer) -> None:
     """
     direct = _DIRECT_STEPS.get(type(optimizer))
     lists = _fused_lists(optimizer, direct[0]) if direct else None
-    if lists is None:
+    if lists is None or direct is None:
         match_state_layout(optimizer)
         optimizer.step()
         return
@@ -167,7 +170,7 @@ def _fused_adagrad(group: dict, params, grads, sums, steps) -> None:
 
 
 # optimizer class -> (its per-parameter state tensors, the direct fused call)
-_DIRECT_STEPS = {
+_DIRECT_STEPS: dict[type, tuple[tuple[str, ...], Callable]] = {
     torch.optim.Adam: (("exp_avg", "exp_avg_sq"), _fused_adam),
     torch.optim.Adagrad: (("sum",), _fused_adagrad),
 }

@@ -142,6 +142,19 @@ class RunConfig:
 
 SECTIONS = ("data", "model", "objective", "train", "eval")
 
+# Settings a resumed run may change; everything else must match the run's config.json and checkpoint.
+RESUMABLE = frozenset(("train", k) for k in ("epochs", "quiet", "threads", "device", "eval_every", "checkpoint_every",
+                                             "early_stopping", "max_nan_retries", "keep_checkpoints", "tensorboard",
+                                             "compile", "flush_denormal"))
+
+
+def config_differences(a: RunConfig, b: RunConfig, skip=RESUMABLE) -> list[tuple[str, Any, Any]]:
+    """(section.key, value in a, value in b) for every field that differs, except those in ``skip``."""
+    return [(f"{section}.{f.name}", getattr(getattr(a, section), f.name), getattr(getattr(b, section), f.name))
+            for section in SECTIONS for f in dataclasses.fields(getattr(a, section))
+            if (section, f.name) not in skip
+            and getattr(getattr(a, section), f.name) != getattr(getattr(b, section), f.name)]
+
 
 def _convert(value: Any, like: Any, key: str) -> Any:
     """Convert a value (often a string from the command line) to the type of ``like``."""

@@ -4,7 +4,7 @@ Settings come from the defaults, then --preset, then --config FILE (TOML or JSON
 flags below, then --set section.key=value (any field; see docs/configuration.md).
 
 --resume RUN_DIR continues an interrupted run exactly from its last checkpoint, with the run's
-saved config; only the train settings in RESUMABLE may be changed then (e.g. --epochs to train longer).
+saved config; only the train settings in aevb.config.RESUMABLE may be changed then (e.g. --epochs to train longer).
 Under torchrun (``torchrun --nproc_per_node=N -m aevb train ...``) the run is data-parallel
 (DistributedDataParallel; docs/training.md).
 """
@@ -16,6 +16,7 @@ from dataclasses import fields
 from typing import Any
 
 from aevb.config import (
+    RESUMABLE,
     RunConfig,
     apply_overrides,
     field_help,
@@ -102,12 +103,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue RUN_DIR exactly from its last checkpoint with its saved config; only "
                              "train.epochs, quiet, threads, device, eval_every, checkpoint_every, early_stopping, "
                              "max_nan_retries, keep_checkpoints, tensorboard, compile, flush_denormal may change")
-
-
-# Settings a resumed run may change; everything else must match the run's config.json.
-RESUMABLE = {("train", k) for k in ("epochs", "quiet", "threads", "device", "eval_every", "checkpoint_every",
-                                    "early_stopping", "max_nan_retries", "keep_checkpoints", "tensorboard",
-                                    "compile", "flush_denormal")}
 
 
 def resume_config(args: argparse.Namespace) -> RunConfig:

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from aevb.config import RunConfig, validate
+from aevb.config import RESUMABLE, RunConfig, config_differences, validate
 from aevb.data import DataInfo, Splits, build_datasets
+from aevb.data.fingerprint import fingerprint_splits
 from aevb.inference.evaluate import evaluate_elbo
 from aevb.models.vae import VAE, build_model
 from aevb.outputs.figures import write_basic_plots
@@ -40,7 +41,13 @@ from aevb.training.checkpoint import (
 from aevb.training.metrics import MetricsLog, truncate_metrics
 from aevb.training.optim import build_optimizer, learning_rate, set_learning_rate
 from aevb.training.rundir import RunDirError, claim_run_dir
-from aevb.training.state import TrainState, all_finite, restore_state, snapshot_state
+from aevb.training.state import (
+    TrainState,
+    all_finite,
+    restore_state,
+    snapshot_state,
+    validate_state,
+)
 from aevb.training.step import BoundModule, draw_batch, optimizer_step
 
 
@@ -352,13 +359,44 @@ def build_state(cfg: RunConfig, splits: Splits, info, device: torch.device) -> T
     return TrainState(model, optimizer, torch.Generator(device=device).manual_seed(cfg.train.seed))
 
 
-def resume_state(ts: TrainState, run_dir: Path) -> Path:
-    """Load the last checkpoint of ``run_dir`` into ``ts``; drop metrics logged after it."""
-    ckpt = find_checkpoint(run_dir, "last")
-    tensors, meta = read_tensors(ckpt), read_state(ckpt)
-    if "optimizer" not in meta:
-        raise RuntimeError(f"{ckpt} holds weights only (an older checkpoint); it cannot be resumed")
-    restore_state(ts, tensors, meta)
+def resume_state(ts: TrainState, run: Run) -> Path:
+    """Load the last checkpoint of the run into ``ts``, after checking that it fits what is resumed.
+
+    Refused (CheckpointError) when state.json fails its schema (``state.validate_state``), when
+    config.json was edited after the run started (a field outside RESUMABLE differs from the config
+    saved in the checkpoint: the checkpoint's settings are the run's), when the prepared data differ
+    from those the run started with (fingerprints), or when the position in the epoch does not fit
+    the data (step = epoch x steps per epoch + batch).
+    """
+    ckpt = find_checkpoint(run.run_dir, "last")
+    meta = validate_state(read_state(ckpt), ckpt)
+    try:
+        saved = RunConfig.from_dict(meta["config"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{ckpt / 'state.json'}: its config cannot be read ({str(e)[:200]})") from None
+    changed = config_differences(saved, run.cfg)
+    if changed:
+        fields = "; ".join(f"{key} is {now!r} in config.json but {then!r} in the checkpoint" for key, then, now in changed)
+        raise CheckpointError(f"--resume {run.run_dir}: config.json was changed after the run started ({fields}). "
+                              f"The checkpoint's settings are the run's: put them back in config.json, or start a "
+                              f"new run with the new settings (only {', '.join(sorted(b for _, b in RESUMABLE))} may "
+                              "change on resume, as flags)")
+    recorded = meta.get("data_fingerprint") or ""
+    if recorded and recorded != ts.data_fingerprint:
+        raise CheckpointError(f"--resume {run.run_dir}: the data changed since the run started (the files of "
+                              f"data.name = {run.cfg.data.name!r} were replaced or edited): now {ts.data_fingerprint}; "
+                              f"when the run started {recorded}. Put the original data back, or start a new run")
+    n = len(run.splits.train)
+    per_epoch = math.ceil(n / min(run.cfg.train.batch_size, n))
+    if meta["batch"] >= per_epoch or meta["step"] != meta["epoch"] * per_epoch + meta["batch"]:
+        raise CheckpointError(f"{ckpt / 'state.json'}: step {meta['step']}, epoch {meta['epoch']}, batch "
+                              f"{meta['batch']} do not fit {per_epoch} steps per epoch (step = epoch x {per_epoch} "
+                              "+ batch); the file was edited or the data changed")
+    tensors = read_tensors(ckpt)
+    try:
+        restore_state(ts, tensors, meta)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{ckpt}: cannot restore the training state from it ({str(e)[:300]})") from None
     return ckpt
 
 
@@ -413,16 +451,18 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
             lock = claim_run_dir(run_dir, new=not resume, overwrite=overwrite)
         splits, info = build_datasets(cfg.data, cfg.model.likelihood)
         ts = build_state(cfg, splits, info, device)  # checks that the data fit the model first
+        ts.data_fingerprint = fingerprint_splits(splits.train, splits.valid, splits.test)
         splits = Splits(*(t.to(device) for t in (splits.train, splits.valid, splits.test)))
         log = MetricsLog(run_dir / "metrics.jsonl", enabled=ctx.is_main,
                          tensorboard=cfg.train.tensorboard and ctx.is_main)
         run = Run(cfg, splits, info, run_dir, ctx, log)
         try:
             if resume:
-                ckpt = resume_state(ts, run_dir)
+                ckpt = resume_state(ts, run)
                 run.last_checkpoint = str(ckpt)
                 if ctx.is_main:
                     truncate_metrics(run_dir / "metrics.jsonl", ts.step)
+                    write_json_atomic(run_dir / "config.json", cfg.to_dict())  # with this session's resumable changes (e.g. --epochs)
                     print(f"resuming {run_dir} from {ckpt.name} (epoch {ts.epoch + 1}, batch {ts.batch + 1})")
             elif ctx.is_main:
                 cfg.out = str(run_dir)

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from aevb import __version__
-from aevb.training.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
+from aevb.training.checkpoint import (
+    CheckpointError,
+    flatten_optimizer_state,
+    unflatten_optimizer_state,
+)
 
 # Counters and schedule state saved to JSON under these names.
 COUNTERS = ("step", "epoch", "batch", "lr_scale", "nan_retries", "best_valid", "best_step",
@@ -58,6 +63,7 @@ class TrainState:
     sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     seconds: float = 0.0
     stopped: str = ""
+    data_fingerprint: str = ""  # of the prepared data (data.fingerprint); saved, never restored
 
 
 def _json_float(v: float):
@@ -75,7 +81,8 @@ def capture_state(ts: TrainState, cfg) -> tuple[dict[str, torch.Tensor], dict]:
     meta["best_valid"] = _json_float(ts.best_valid)
     meta["sums"] = list(ts.sums)
     meta.update({"optimizer": opt_meta, "schedule": {"name": cfg.train.schedule, "lr_scale": ts.lr_scale},
-                 "noise_device": str(ts.noise.device), "version": __version__, "config": cfg.to_dict()})
+                 "noise_device": str(ts.noise.device), "version": __version__, "config": cfg.to_dict(),
+                 "data_fingerprint": ts.data_fingerprint})
     return tensors, meta
 
 
@@ -107,3 +114,60 @@ def snapshot_state(ts: TrainState, cfg) -> tuple[dict[str, torch.Tensor], dict]:
 def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
     """True when every floating-point tensor is free of NaN and inf."""
     return all(bool(torch.isfinite(v).all()) for v in tensors.values() if v.is_floating_point())
+
+
+# state.json schema: key -> (check, what is expected). Checked before anything of the file is used.
+def _int_at_least(low: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+STATE_SCHEMA = {
+    "step": (_int_at_least(0), "an integer >= 0"),
+    "epoch": (_int_at_least(0), "an integer >= 0"),
+    "batch": (_int_at_least(0), "an integer >= 0"),
+    "nan_retries": (_int_at_least(0), "an integer >= 0"),
+    "stale_validations": (_int_at_least(0), "an integer >= 0"),
+    "best_step": (_int_at_least(-1), "an integer >= -1"),
+    "lr_scale": (lambda v: _number(v) and math.isfinite(v) and v > 0, "a finite number > 0"),
+    "best_valid": (lambda v: (_number(v) and not math.isnan(v)) or v in ("-inf", "inf"), "a number or \"-inf\""),
+    "sums": (lambda v: isinstance(v, list) and len(v) == 4 and all(_number(a) for a in v) and v[3] >= 0,
+             "a list of 4 numbers (bound, recon, KL, examples >= 0)"),
+    "seconds": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "optimizer": (lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
+                  and all(isinstance(g, dict) for g in v["param_groups"]) and isinstance(v.get("scalars", {}), dict),
+                  "an object with a param_groups list"),
+    "config": (lambda v: isinstance(v, dict), "an object (the resolved config)"),
+}
+
+
+def _excerpt(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def validate_state(meta, ckpt_dir: str | Path) -> dict:
+    """Check a checkpoint's state.json against ``STATE_SCHEMA`` and its folder name; return it.
+
+    Raises:
+        CheckpointError: not a JSON object, a key missing or of the wrong type or range, or a step
+            that differs from the ``step-N`` folder it is in; the message lists every problem.
+    """
+    path = Path(ckpt_dir) / "state.json"
+    if not isinstance(meta, dict):
+        kind = {list: "a JSON list", str: "a JSON string", int: "a number", float: "a number"}.get(type(meta), "null")
+        raise CheckpointError(f"{path} holds {kind}, expected a JSON object with {', '.join(STATE_SCHEMA)} "
+                              "(the training state aevb writes); the file was replaced or damaged")
+    problems = [f"{key} is missing" if key not in meta else f"{key} is {_excerpt(meta[key])} (expected {expected})"
+                for key, (ok, expected) in STATE_SCHEMA.items() if key not in meta or not ok(meta[key])]
+    name = Path(ckpt_dir).name
+    if not problems and name.startswith("step-") and name[5:].isdigit() and int(name[5:]) != meta["step"]:
+        problems.append(f"step is {meta['step']} but the folder is {name}")
+    if problems:
+        raise CheckpointError(f"{path} is not a valid training state: {'; '.join(problems)}. The file was edited or "
+                              f"damaged; restore it, or delete {Path(ckpt_dir).name}/ to resume from the checkpoint "
+                              "before it")
+    return meta

@@ -31,7 +31,7 @@ def test_validate_reports_every_bad_field_at_once_with_key_value_and_allowed_val
     cfg = RunConfig()
     cfg.train.optimizer = "sgd"
     cfg.model.activation = "sigmoid"
-    cfg.model.likelihood = "poisson"
+    cfg.model.likelihood = "student_t"
     cfg.train.lr = -1.0
     cfg.model.sigma = "huge"
     with pytest.raises(ConfigError) as e:
@@ -39,7 +39,7 @@ def test_validate_reports_every_bad_field_at_once_with_key_value_and_allowed_val
     msg = str(e.value)
     assert "train.optimizer = 'sgd': allowed values are adam, adagrad" in msg
     assert "model.activation = 'sigmoid': allowed values are tanh, relu, elu, softplus" in msg
-    assert "model.likelihood = 'poisson': allowed values are" in msg and "bernoulli" in msg
+    assert "model.likelihood = 'student_t': allowed values are" in msg and "bernoulli" in msg
     assert "train.lr = -1.0: must be > 0" in msg
     assert "model.sigma = 'huge'" in msg and "predicted" in msg
     assert len(msg.splitlines()) == 1 + 5  # a header line and one line per problem

@@ -35,7 +35,12 @@ def levels(shape, g):
     return torch.randint(0, 256, shape, generator=g).float()
 
 
-# (likelihood, sigma setting, DataInfo.support, data maker)
+def counts(shape, g):
+    x = torch.poisson(torch.rand(*shape, generator=g) * 8, generator=g)
+    return x * torch.bernoulli(torch.full(shape, 0.7), generator=g)  # extra zeros
+
+
+# (likelihood, sigma setting, DataInfo.support, data maker[, other ModelConfig fields])
 LIKELIHOOD_CASES = [
     ("bernoulli", "learned_shared", "binary", binary),
     ("continuous_bernoulli", "learned_shared", "unit_interval", unit),
@@ -47,6 +52,16 @@ LIKELIHOOD_CASES = [
     ("laplace", "learned_per_dim", "unit_interval", unit),
     ("laplace", "predicted", "real", real),
     ("categorical", "learned_shared", "8bit", levels),
+    ("poisson", "learned_shared", "counts", counts),
+    ("poisson", "observed", "counts", counts, {"library_size": "observed"}),
+    ("nb", "per_feature", "counts", counts),
+    ("nb", "per_example", "counts", counts, {"dispersion": "per_example", "library_size": "observed"}),
+    ("nb", "3.0", "counts", counts, {"dispersion": "3.0"}),
+    ("zinb", "per_feature", "counts", counts),
+    ("zinb", "per_example", "counts", counts, {"dispersion": "per_example"}),
+    ("zinb", "shared-observed", "counts", counts, {"dispersion": "shared", "library_size": "observed"}),
+    ("discretized_logistic", "learned_shared", "8bit", levels),
+    ("discretized_logistic_mixture", "k3", "8bit", levels, {"num_mixtures": 3}),
 ]
 OBJECTIVE_CASES = [("elbo", {"num_samples": 1, "kl": "analytic"}), ("elbo", {"num_samples": 3, "kl": "mc"}),
                    ("iwae", {"num_samples": 5})]
@@ -67,13 +82,14 @@ def test_tables_cover_every_registry_entry():
 
 
 def build(case, shape=(4, 3), latent_dim=2, seed=0):
-    name, sigma, support, make = case
+    name, sigma, support, make, *extra = case
     num_dims = math.prod(shape)
     info = DataInfo(name="t", shape=shape, num_dims=num_dims, support=support, binarization="none", levels=256)
     g = torch.Generator().manual_seed(seed)
     x = make((B, num_dims), g)
     torch.manual_seed(seed)
-    cfg = ModelConfig(likelihood=name, sigma=sigma, latent_dim=latent_dim, hidden=[16])
+    options = extra[0] if extra else {"sigma": sigma}
+    cfg = ModelConfig(likelihood=name, latent_dim=latent_dim, hidden=[16], **options)
     return build_model(cfg, info, train_mean=x.mean(0)), x
 
 

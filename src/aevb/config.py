@@ -59,6 +59,9 @@ class ModelConfig:
     likelihood: str = _f("bernoulli", "observation model p(x|z) (see docs/likelihoods.md)")
     sigma: str = _f("learned_shared", "gaussian/laplace scale: a number (fixed) or learned_shared, learned_per_dim, predicted")
     min_sigma: float = _f(1e-3, "lower bound on a learned gaussian/laplace scale")
+    dispersion: str = _f("per_feature", "nb/zinb inverse dispersion theta: a number (fixed) or per_feature, shared, per_example")
+    library_size: str = _f("none", "count likelihoods: none (mean = exp(decoder)) or observed (mean = sum(x) * softmax(decoder), scVI)", ("none", "observed"))
+    num_mixtures: int = _f(5, "components per dimension of the discretized_logistic_mixture likelihood")
     prior: str = _f("standard_normal", "prior p(z)")
     posterior: str = _f("gaussian", "posterior family q(z|x): gaussian, full_covariance, planar, iaf (see docs/models.md)")
     flow_steps: int = _f(4, "planar/iaf posteriors: number of flow steps K")
@@ -297,6 +300,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not _is_sigma(m.sigma):
         problems.append(f"model.sigma = {m.sigma!r}: allowed values are a positive number or "
                         f"{', '.join(SIGMA_MODES)}")
+    if not _is_dispersion(m.dispersion):
+        problems.append(f"model.dispersion = {m.dispersion!r}: allowed values are a positive number or "
+                        "per_feature, shared, per_example")
+    if m.num_mixtures < 1:
+        problems.append(f"model.num_mixtures = {m.num_mixtures!r}: must be a positive integer")
     if o.name == "iwae" and o.warmup_steps:
         problems.append(f"objective.warmup_steps = {o.warmup_steps!r}: the iwae bound has no KL weight to warm up; "
                         "allowed value is 0 (use objective.name = elbo for KL warm-up)")
@@ -338,6 +346,16 @@ SIGMA_MODES = ("learned_shared", "learned_per_dim", "predicted")
 def _is_sigma(value: str) -> bool:
     """A fixed positive scale written as a number, or one of ``SIGMA_MODES``."""
     if value in SIGMA_MODES:
+        return True
+    try:
+        return math.isfinite(float(value)) and float(value) > 0
+    except ValueError:
+        return False
+
+
+def _is_dispersion(value: str) -> bool:
+    """A fixed positive theta written as a number, or one of the learned modes."""
+    if value in ("per_feature", "shared", "per_example"):
         return True
     try:
         return math.isfinite(float(value)) and float(value) > 0

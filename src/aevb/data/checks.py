@@ -34,3 +34,15 @@ def check_raw(raw, where: str) -> None:
     for split, (x, y) in raw.fixed_splits.items():
         check_array(x, f"{where} {split} split")
         check_labels(x, y, f"{where} {split} split")
+
+
+def check_counts(x: np.ndarray, where: str) -> None:
+    """Count data must be non-negative integers; name the first bad example (0-based, in file order), column, value."""
+    flat = np.asarray(x).reshape(len(x), -1)
+    finite = np.isfinite(flat) if np.issubdtype(flat.dtype, np.floating) else np.ones(flat.shape, bool)
+    bad = finite & ((flat < 0) | (np.mod(np.where(finite, flat, 0), 1) != 0))
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{where}: count likelihoods need non-negative integer counts, but example {i} (0-based, in "
+                         f"file order), column {j} is {flat[i, j]:g}. Give them raw counts (not normalised, "
+                         "log-transformed or scaled values), or choose gaussian/laplace for real-valued data.")

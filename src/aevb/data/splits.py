@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from aevb.data.bundled import RawDataset
-from aevb.data.checks import check_raw
+from aevb.data.checks import check_counts, check_raw
 from aevb.data.registry import DATASETS
-from aevb.data.transforms import to_model_values
+from aevb.data.transforms import to_model_values, wants_counts
 
 
 @dataclass
@@ -24,7 +24,8 @@ class DataInfo:
         shape: shape of one datum (e.g. (28, 28) or (3, 32, 32)); tensors are stored flat.
         num_dims: product of ``shape``.
         support: the values the model is fit to: "binary" (0/1) | "unit_interval" ([0, 1]) |
-            "8bit" (integers 0..255) | "integer" (integers 0..levels-1) | "real".
+            "8bit" (integers 0..255) | "integer" (integers 0..levels-1) | "counts" (raw non-negative
+            integers, count likelihoods) | "real".
         binarization: "dynamic" | "static" | "none".
         levels: distinct raw values per dimension for quantized data (256 for 8-bit), else None.
         sizes: {"train": N, "valid": N, "test": N}.
@@ -147,6 +148,9 @@ def build_datasets(data_cfg, likelihood: str = "bernoulli") -> tuple[Splits, Dat
     """
     raw = load_raw(data_cfg)
     check_raw(raw, data_cfg.name)
+    if wants_counts(likelihood):
+        for where, x in [(data_cfg.name, raw.x)] + [(f"{data_cfg.name} {s} split", v[0]) for s, v in raw.fixed_splits.items()]:
+            check_counts(x, where)
     parts, split_desc = split_raw(raw, data_cfg)
     num_dims = int(np.prod(raw.shape))
     parts = {s: (np.asarray(x).reshape(len(x), num_dims), y) for s, (x, y) in parts.items()}

@@ -38,6 +38,13 @@ def wants_integer_levels(likelihood: str) -> bool:
     return bool(getattr(LIKELIHOODS.get(likelihood), "wants_integer_levels", False))
 
 
+def wants_counts(likelihood: str) -> bool:
+    """True when the likelihood class models raw non-negative integer counts (poisson, nb, zinb)."""
+    from aevb.models.likelihoods import LIKELIHOODS
+
+    return bool(getattr(LIKELIHOODS.get(likelihood), "wants_counts", False))
+
+
 def resolve_binarization(requested: str, raw, likelihood: str) -> str:
     """"auto" -> dynamic for [0,1]-scalable, non-binary data under a bernoulli likelihood, else none."""
     if requested == "auto":
@@ -51,7 +58,7 @@ def resolve_binarization(requested: str, raw, likelihood: str) -> str:
 def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, dict]:
     """Scale each split's (N, D) array into the tensor the model is trained on.
 
-    Order: integer levels kept (categorical-type likelihoods) | uniform dequantization
+    Order: raw counts kept (poisson, nb, zinb) | integer levels kept (categorical-type likelihoods) | uniform dequantization
     (x_int + u) / levels | scale x / max_value into [0, 1]; then static binarization (one draw
     seeded by ``split_seed``) or standardization ((x - mean_train) / std_train, real data only).
 
@@ -73,11 +80,15 @@ def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, 
     if standardize and raw.max_value is not None:
         raise ValueError(f"data.standardize is for real-valued data; {data_cfg.name} has a known range "
                          f"[0, {raw.max_value:g}] and is scaled to [0, 1] instead: drop data.standardize")
+    counts = wants_counts(likelihood)
+    if counts and (binarization != "none" or dequant != "none" or standardize):
+        raise ValueError(f"likelihood {likelihood} models the raw counts; drop data.binarize ({binarization}), "
+                         f"data.dequantize ({dequant}) and data.standardize ({standardize}) for it")
     g = torch.Generator().manual_seed(data_cfg.split_seed)
     out = {}
     for split in ("train", "valid", "test"):
         t = torch.as_tensor(np.ascontiguousarray(parts[split][0], dtype=np.float32))
-        if integer:
+        if integer or counts:
             pass
         elif dequant == "uniform":
             t = dequantize(t, raw.levels, g)
@@ -92,7 +103,9 @@ def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, 
         std = torch.where(std > 0, std, torch.ones_like(std))
         out = {s: (t - mean) / std for s, t in out.items()}
         standardization = {"mean": mean.tolist(), "std": std.tolist()}
-    if integer:
+    if counts:
+        support = "counts"
+    elif integer:
         support = "8bit" if raw.levels == 256 else "integer"
     elif binarization != "none" or raw.binary:
         support = "binary"

@@ -349,6 +349,21 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
     "categorical": CategoricalLikelihood,
 }
 
+# Families in modules of their own import the base classes above; registered here, after them
+# (``aevb.models`` imports this module first, so either import order works).
+from aevb.models.count_likelihoods import (NegativeBinomialLikelihood, PoissonLikelihood,  # noqa: E402
+                                           ZeroInflatedNegativeBinomialLikelihood)
+from aevb.models.discretized_likelihoods import (DiscretizedLogisticLikelihood,  # noqa: E402
+                                                 DiscretizedLogisticMixtureLikelihood)
+
+LIKELIHOODS.update({
+    "poisson": PoissonLikelihood,
+    "nb": NegativeBinomialLikelihood,
+    "zinb": ZeroInflatedNegativeBinomialLikelihood,
+    "discretized_logistic": DiscretizedLogisticLikelihood,
+    "discretized_logistic_mixture": DiscretizedLogisticMixtureLikelihood,
+})
+
 
 def build_likelihood(model_cfg, info) -> Likelihood:
     """The likelihood named by ``model_cfg.likelihood`` for data described by ``info``."""

@@ -87,8 +87,8 @@ def test_observed_library_size_gives_mean_l_times_softmax_and_scipy_poisson():
     lik = PoissonLikelihood(D, library_size="observed")
     eta = torch.randn(4, D, generator=torch.Generator().manual_seed(4)).double()
     x = random_counts((4, D))
-    l = x.sum(-1, keepdim=True).numpy()
-    mu = l * torch.softmax(eta, -1).numpy()
+    library = x.sum(-1, keepdim=True).numpy()
+    mu = library * torch.softmax(eta, -1).numpy()
     expected = stats.poisson.logpmf(x.numpy(), mu).sum(-1)
     np.testing.assert_allclose(lik(eta).log_prob(x).numpy(), expected, rtol=1e-10)
     lik.init_output_bias(torch.zeros(D), x.float().mean(0))  # sets the default library size

@@ -60,7 +60,8 @@ class ModelConfig:
     sigma: str = _f("learned_shared", "gaussian/laplace scale: a number (fixed) or learned_shared, learned_per_dim, predicted")
     min_sigma: float = _f(1e-3, "lower bound on a learned gaussian/laplace scale")
     dispersion: str = _f("per_feature", "nb/zinb inverse dispersion theta: a number (fixed) or per_feature, shared, per_example")
-    library_size: str = _f("none", "count likelihoods: none (mean = exp(decoder)) or observed (mean = sum(x) * softmax(decoder), scVI)", ("none", "observed"))
+    library_size: str = _f("none", "count likelihoods: none (mean = exp(decoder)) or observed (mean = sum(x) * softmax(decoder), scVI)",
+                           ("none", "observed"))
     num_mixtures: int = _f(5, "components per dimension of the discretized_logistic_mixture likelihood")
     prior: str = _f("standard_normal", "prior p(z)")
     posterior: str = _f("gaussian", "posterior family q(z|x): gaussian, full_covariance, planar, iaf (see docs/models.md)")

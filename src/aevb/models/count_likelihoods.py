@@ -95,12 +95,19 @@ class CountDistribution(Distribution):
         return NegativeBinomial(total_count=torch.exp(self.log_theta), logits=log_mu - self.log_theta,
                                 validate_args=False)
 
+    @property
+    def rho(self) -> torch.Tensor:
+        """The dropout logits (zinb only)."""
+        if self.dropout_logits is None:
+            raise ValueError(f"the {self.family} distribution has no zero inflation")
+        return self.dropout_logits
+
     def log_prob_per_dim(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x_d | z) for each feature, (..., D), in nats."""
         log_p = self.base(self.log_mean(x)).log_prob(x)
         if self.family != "zinb":
             return log_p
-        log_pi, log_not_pi = F.logsigmoid(self.dropout_logits), F.logsigmoid(-self.dropout_logits)
+        log_pi, log_not_pi = F.logsigmoid(self.rho), F.logsigmoid(-self.rho)
         log_p_zero = torch.logaddexp(log_pi, log_not_pi + log_p)
         return torch.where(x == 0, log_p_zero, log_not_pi + log_p)
 
@@ -112,13 +119,13 @@ class CountDistribution(Distribution):
     def mean(self) -> torch.Tensor:
         """E[x|z] = (1 - pi) mu (pi = 0 without zero inflation), at the default library size."""
         mu = torch.exp(self.log_mean())
-        return mu * torch.sigmoid(-self.dropout_logits) if self.family == "zinb" else mu
+        return mu * torch.sigmoid(-self.rho) if self.family == "zinb" else mu
 
     def sample(self, sample_shape=()) -> torch.Tensor:
         with torch.no_grad():
             x = self.base(self.log_mean()).sample(sample_shape)
             if self.family == "zinb":
-                keep = torch.bernoulli(torch.sigmoid(-self.dropout_logits).expand(x.shape))
+                keep = torch.bernoulli(torch.sigmoid(-self.rho).expand(x.shape))
                 x = x * keep
             return x
 
@@ -165,7 +172,7 @@ class CountLikelihood(Likelihood):
         eta = self.block(params, "eta")
         if self.dispersion == "per_example":
             log_theta = self.block(params, "log_theta")
-        elif self.dispersion == "fixed":
+        elif self.dispersion == "fixed" and self.fixed_theta is not None:
             log_theta = torch.full_like(eta, math.log(self.fixed_theta))
         elif self.dispersion == "none":
             log_theta = None

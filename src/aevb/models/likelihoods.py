@@ -351,10 +351,12 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
 
 # Families in modules of their own import the base classes above; registered here, after them
 # (``aevb.models`` imports this module first, so either import order works).
-from aevb.models.count_likelihoods import (NegativeBinomialLikelihood, PoissonLikelihood,  # noqa: E402
-                                           ZeroInflatedNegativeBinomialLikelihood)
-from aevb.models.discretized_likelihoods import (DiscretizedLogisticLikelihood,  # noqa: E402
-                                                 DiscretizedLogisticMixtureLikelihood)
+from aevb.models.count_likelihoods import (  # noqa: E402
+    NegativeBinomialLikelihood,
+    PoissonLikelihood,
+    ZeroInflatedNegativeBinomialLikelihood,
+)
+from aevb.models.discretized_likelihoods import DiscretizedLogisticLikelihood, DiscretizedLogisticMixtureLikelihood  # noqa: E402
 
 LIKELIHOODS.update({
     "poisson": PoissonLikelihood,

@@ -154,7 +154,7 @@ class AEVB:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)
             generator = torch.Generator().manual_seed(cfg.train.seed)
-            model = build_model(cfg.model, info, train_mean=x_train.mean(0))
+            model = build_model(cfg.model, info, train_mean=x_train.mean(0), train_data=x_train)
             if info.binarization == "none":
                 model.likelihood_module.check_data(x_train, where="X")
             optimizer = build_optimizer(model.parameters(), cfg.train, torch.device("cpu"))

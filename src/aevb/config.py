@@ -63,7 +63,9 @@ class ModelConfig:
     library_size: str = _f("none", "count likelihoods: none (mean = exp(decoder)) or observed (mean = sum(x) * softmax(decoder), scVI)",
                            ("none", "observed"))
     num_mixtures: int = _f(5, "components per dimension of the discretized_logistic_mixture likelihood")
-    prior: str = _f("standard_normal", "prior p(z)")
+    prior: str = _f("standard_normal", "prior p(z): standard_normal, mog (mixture of Gaussians) or vamp (VampPrior); see docs/models.md")
+    prior_components: int = _f(0, "K, components of a learned prior (0: 10 for mog, 500 pseudo-inputs for vamp)")
+    prior_init: str = _f("data", "vamp: pseudo-inputs start as K training examples (data) or near the training mean (random)", ("data", "random"))
     posterior: str = _f("gaussian", "posterior family q(z|x): gaussian, full_covariance, planar, iaf (see docs/models.md)")
     flow_steps: int = _f(4, "planar/iaf posteriors: number of flow steps K")
     flow_hidden: list = _f([100], "iaf posterior: hidden layer sizes of each step's MADE network")
@@ -274,6 +276,11 @@ def validate(cfg: RunConfig) -> RunConfig:
         problems.append(f"model.likelihood = {m.likelihood!r}: allowed values are {', '.join(sorted(LIKELIHOODS))}")
     if m.prior not in PRIORS:
         problems.append(f"model.prior = {m.prior!r}: allowed values are {', '.join(sorted(PRIORS))}")
+    elif o.name == "elbo" and o.kl == "analytic" and not PRIORS[m.prior].analytic_kl:
+        problems.append(f"objective.kl = 'analytic': the {m.prior} prior has no closed-form KL(q(z|x) || p(z)); "
+                        "use objective.kl = mc (the Monte Carlo KL, AEVB eq. 6)")
+    if m.prior_components < 0:
+        problems.append(f"model.prior_components = {m.prior_components!r}: must be >= 0 (0: the prior's default)")
     problems += posterior_problems(cfg)
     positive = [("model.latent_dim", m.latent_dim), ("objective.num_samples", o.num_samples),
                 ("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("eval.k", e.k),

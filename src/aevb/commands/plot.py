@@ -32,4 +32,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "plots"
     for path in write_plots(ctx, out, names, dpi=args.dpi):
         print(path)
+    for name, reason in ctx.skipped.items():
+        print(f"skipped {name}: {reason}")
     return 0

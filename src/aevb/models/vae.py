@@ -11,8 +11,9 @@ from torch.distributions import Distribution
 
 from aevb.models.decoders import DECODERS
 from aevb.models.likelihoods import Likelihood, build_likelihood
+from aevb.models.mixtures import sample_with_generator
 from aevb.models.posteriors import build_encoder
-from aevb.models.priors import PRIORS
+from aevb.models.priors import build_prior
 
 
 class VAE(nn.Module):
@@ -21,7 +22,8 @@ class VAE(nn.Module):
     Args:
         encoder: module returning q(z|x) with batch shape (B,) and event shape (D,).
         decoder: module mapping z (..., D) to likelihood parameters (..., P * num_dims).
-        prior: module whose ``forward()`` returns p(z) with event shape (D,).
+        prior: module whose ``forward(encoder=...)`` returns p(z) with event shape (D,) (the
+            VampPrior evaluates the encoder on its pseudo-inputs; it holds no encoder weights).
         likelihood: module turning decoder parameters into p(x|z) with event shape (num_dims,).
     """
 
@@ -41,8 +43,8 @@ class VAE(nn.Module):
         return self.encoder(x)
 
     def prior(self) -> Distribution:
-        """p(z), event shape (D,), no batch dims."""
-        return self.prior_module()
+        """p(z), event shape (D,), no batch dims (the prior is given the encoder; see ``priors.py``)."""
+        return self.prior_module(encoder=self.encoder)
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for z of shape (..., D); event shape (num_dims,)."""
@@ -61,11 +63,11 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
-        """n draws z ~ p(z) decoded to E[x|z] (``mean=True``) or to x ~ p(x|z). Returns (n, num_dims)."""
-        device = next(self.parameters()).device
-        eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        p_z = self.prior()
-        z = p_z.base_dist.loc + p_z.base_dist.scale * eps if hasattr(p_z, "base_dist") else p_z.sample((n,))
+        """n draws z ~ p(z) decoded to E[x|z] (``mean=True``) or to x ~ p(x|z). Returns (n, num_dims).
+
+        z is drawn exactly, through ``generator`` only (``mixtures.sample_with_generator``: a
+        mixture prior draws the component, then the Gaussian)."""
+        z = sample_with_generator(self.prior(), n, generator)  # (n, D)
         params = self.decoder(z)
         if mean:
             return self.likelihood_module.mean(params)
@@ -77,7 +79,8 @@ class VAE(nn.Module):
         return self.likelihood_module.mean(self.decoder(self.posterior(x).mean))
 
 
-def build_model(model_cfg, info, train_mean: torch.Tensor | None = None) -> VAE:
+def build_model(model_cfg, info, train_mean: torch.Tensor | None = None,
+                train_data: torch.Tensor | None = None) -> VAE:
     """A VAE for data described by ``info`` (``DataInfo``) from a ``ModelConfig``.
 
     Args:
@@ -85,13 +88,17 @@ def build_model(model_cfg, info, train_mean: torch.Tensor | None = None) -> VAE:
         info: ``DataInfo`` with ``shape`` and ``num_dims``.
         train_mean: (num_dims,) mean of the training data, used to initialise the decoder's
             output bias when ``model_cfg.init_bias_from_data`` (IWAE code; worth about 1 nat).
+        train_data: (N, num_dims) training examples, for priors that start from the data (the
+            VampPrior's pseudo-inputs); None leaves their default start (a checkpoint overwrites it).
     """
     likelihood = build_likelihood(model_cfg, info)
     encoder = build_encoder(model_cfg, info)
     num_params = likelihood.params_per_dim * info.num_dims
     decoder = DECODERS[model_cfg.arch](info.shape, num_params, likelihood.params_per_dim, model_cfg.latent_dim,
                                        model_cfg.hidden, model_cfg.activation)
-    prior = PRIORS[model_cfg.prior](model_cfg.latent_dim)
+    prior = build_prior(model_cfg, info)
+    if train_data is not None and hasattr(prior, "init_from_data"):
+        prior.init_from_data(train_data)
     if train_mean is not None and model_cfg.init_bias_from_data:
         likelihood.init_output_bias(decoder.output_bias, train_mean)
     return VAE(encoder, decoder, prior, likelihood)

@@ -15,7 +15,7 @@ import torch
 
 from aevb.outputs import plots
 
-BASIC = ("reconstructions", "samples", "manifold", "traversals", "latent", "curves")
+BASIC = ("reconstructions", "samples", "manifold", "prior_components", "traversals", "latent", "curves")
 EXTRA = ("sample_draws", "latent_tsne")
 NUM_RECONSTRUCTIONS = 50
 NUM_SAMPLES = 100
@@ -23,6 +23,8 @@ MANIFOLD_STEPS = 20
 TRAVERSAL_STEPS = 10
 MAX_TRAVERSAL_DIMS = 32
 MAX_SCATTER_POINTS = 2000
+NUM_PRIOR_COMPONENTS = 10  # rows of the prior_components figure
+SAMPLES_PER_COMPONENT = 9
 
 
 def choose_cmap(x: torch.Tensor) -> str:
@@ -64,6 +66,7 @@ class FigureContext:
     records: list = field(default_factory=list)
     seed: int = 0
     _mu: torch.Tensor | None = None
+    skipped: dict = field(default_factory=dict)  # figure name -> one-line reason it was not drawn
 
     @property
     def cmap(self) -> str:
@@ -113,10 +116,39 @@ def _manifold(ctx: FigureContext):
     d = ctx.model.latent_dim
     if d < 2 or not plots.is_image(ctx.info.shape):
         return None
+    prior = ctx.model.prior_module
+    if getattr(prior, "learned", False):
+        ctx.skipped["manifold"] = (f"the {type(prior).__name__} is a mixture: it has no inverse CDF to lay the grid "
+                                   "through (see prior_components.png instead)")
+        return None
     a, b = (0, 1) if d == 2 else sorted(most_active(ctx)[0][:2])
     dims = (a, b)
     z = plots.manifold_latents(d, MANIFOLD_STEPS, dims)
     return plots.plot_manifold(decode_means(ctx.model, z), ctx.info.shape, MANIFOLD_STEPS, dims, d, cmap=ctx.cmap)
+
+
+@torch.no_grad()
+def _prior_components(ctx: FigureContext):
+    """Rows = the heaviest mixture components of a learned prior; first column the component
+    itself (the VampPrior's pseudo-input u_k, or E[x|z = mu_k]), then E[x|z] for z drawn from it."""
+    from aevb.models.mixtures import DiagonalGaussianMixture, sample_components
+
+    p_z = ctx.model.prior()
+    if not isinstance(p_z, DiagonalGaussianMixture):
+        return None
+    idx, z = sample_components(p_z, NUM_PRIOR_COMPONENTS, SAMPLES_PER_COMPONENT, ctx.generator())  # (C, S, D)
+    pseudo_inputs = getattr(ctx.model.prior_module, "pseudo_inputs", None)
+    if pseudo_inputs is not None:
+        first = to_display(ctx.model, pseudo_inputs[idx].cpu()).clamp(0, 1)[:, None]
+        title = "VampPrior: pseudo-input u_k, then E[x|z], z ~ q(z|u_k)"
+    else:
+        first = decode_means(ctx.model, p_z.loc[idx])[:, None]
+        probs = p_z.mixture_distribution.probs
+        title = (f"mixture prior, heaviest components first (weights {float(probs[idx[0]]):.3f} .. "
+                 f"{float(probs[idx[-1]]):.3f}):\nE[x|z=mu_k], then E[x|z], z ~ N(mu_k, diag s_k^2)")
+    rows = torch.cat([first, decode_means(ctx.model, z)], 1)  # (C, 1 + S, num_dims)
+    return plots.plot_samples(rows.reshape(-1, rows.shape[-1]), ctx.info.shape, ncols=rows.shape[1], title=title,
+                              cmap=ctx.cmap)
 
 
 def _traversals(ctx: FigureContext):
@@ -147,6 +179,7 @@ FIGURES = {
     "samples": _samples,
     "sample_draws": _sample_draws,
     "manifold": _manifold,
+    "prior_components": _prior_components,
     "traversals": _traversals,
     "latent": lambda ctx: _scatter(ctx, "pca"),
     "latent_tsne": lambda ctx: _scatter(ctx, "tsne"),

@@ -26,6 +26,8 @@ CAPTIONS = {
     "samples": "Means of p(x|z) for z drawn from the prior.",
     "sample_draws": "Draws x ~ p(x|z) for z drawn from the prior.",
     "manifold": "Decoded grid of z through the prior's inverse CDF (AEVB figure 4).",
+    "prior_components": "The learned prior's heaviest components, one per row: the component itself (VampPrior "
+                        "pseudo-input, or the decoded mean), then decoded draws from it.",
     "traversals": "One row per latent dimension, most active first; z_d runs over prior quantiles, others 0.",
     "latent": "Posterior means of the test set coloured by label (PCA when latent_dim > 2).",
     "latent_tsne": "Posterior means of the test set, t-SNE.",
@@ -201,6 +203,7 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
 
         ctx = load_context(str(run_dir), which, seed)
         report.figures = [(n, figure_png(f)) for n, f in draw_figures(ctx, BASIC + ("sample_draws",))]
+        notes += [f"figure {name} skipped: {reason}" for name, reason in ctx.skipped.items()]
     except (RuntimeError, ValueError, OSError, KeyError) as e:
         notes.append(f"figures taken from {run_dir / 'plots'}: the model could not be loaded ({e})")
         problems.append(f"the model could not be loaded ({e}); figures taken from {run_dir / 'plots'}")

@@ -353,7 +353,7 @@ def resolve_config(cfg: RunConfig, resume: bool = False) -> RunConfig:
 
 def build_state(cfg: RunConfig, splits: Splits, info, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, info, train_mean=splits.train.mean(0)).to(device)
+    model = build_model(cfg.model, info, train_mean=splits.train.mean(0), train_data=splits.train).to(device)
     check_data_fits(model, splits, info)
     optimizer = build_optimizer(model.parameters(), cfg.train, device)
     return TrainState(model, optimizer, torch.Generator(device=device).manual_seed(cfg.train.seed))

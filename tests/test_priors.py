@@ -13,7 +13,7 @@ from scipy.stats import norm
 from aevb.config import ConfigError, ModelConfig, RunConfig, validate
 from aevb.data import DataInfo
 from aevb.models.mixtures import DiagonalGaussianMixture, mixture_of, sample_with_generator
-from aevb.models.priors import MixtureOfGaussiansPrior, VampPrior
+from aevb.models.priors import MixtureOfGaussiansPrior
 from aevb.models.vae import build_model
 
 INFO = DataInfo(name="t", shape=(6,), num_dims=6, support="binary", binarization="none")

@@ -27,7 +27,22 @@ DEFAULT_COMPONENTS = {"mog": 10, "vamp": 500}
 RANDOM_INIT_STD = 0.01  # "random" pseudo-inputs: N(training mean, 0.01^2) per dimension (the paper's N(0.05, 0.01) generalised)
 
 
-class StandardNormalPrior(nn.Module):
+class Prior(nn.Module):
+    """What every prior declares: whether KL(q || p) has a closed form, whether it has learned
+    parameters (a mixture: no inverse CDF, no manifold figure), and how it is built from the config."""
+
+    analytic_kl: bool = False  # a closed-form KL(q(z|x) || p(z)) is registered (objective.kl = analytic allowed)
+    learned: bool = True
+
+    @classmethod
+    def from_config(cls, model_cfg, info) -> Prior:
+        raise NotImplementedError
+
+    def forward(self, encoder: nn.Module | None = None) -> Distribution:
+        raise NotImplementedError
+
+
+class StandardNormalPrior(Prior):
     """p(z) = N(z; 0, I), the AEVB prior.
 
     Args:
@@ -52,7 +67,7 @@ class StandardNormalPrior(nn.Module):
         return Independent(Normal(self.loc, self.scale, validate_args=False), 1, validate_args=False)
 
 
-class MixtureOfGaussiansPrior(nn.Module):
+class MixtureOfGaussiansPrior(Prior):
     """p(z) = sum_k pi_k N(z; mu_k, diag(s_k^2)), pi = softmax(logits); mu, log s and logits learned.
 
     Initialised with equal weights, unit scales and means mu_k ~ N(0, I) (torch's global generator,
@@ -62,9 +77,6 @@ class MixtureOfGaussiansPrior(nn.Module):
         latent_dim: dimension D of z.
         num_components: K.
     """
-
-    analytic_kl = False
-    learned = True
 
     def __init__(self, latent_dim: int, num_components: int):
         super().__init__()
@@ -82,7 +94,7 @@ class MixtureOfGaussiansPrior(nn.Module):
         return DiagonalGaussianMixture(self.logits, self.loc, self.log_scale.exp())
 
 
-class VampPrior(nn.Module):
+class VampPrior(Prior):
     """p(z) = (1/K) sum_k q(z | u_k): the aggregate posterior of K learned pseudo-inputs u_k.
 
     The pseudo-inputs live in data space, (K, num_dims), unconstrained. They are initialised by
@@ -97,9 +109,6 @@ class VampPrior(nn.Module):
 
     References: Tomczak & Welling (2018), VAE with a VampPrior, AISTATS, eq. 9.
     """
-
-    analytic_kl = False
-    learned = True
 
     def __init__(self, latent_dim: int, num_components: int, num_dims: int, init: str = "data"):
         super().__init__()
@@ -140,10 +149,10 @@ class VampPrior(nn.Module):
         return mixture_of(logits, q_u)
 
 
-PRIORS = {"standard_normal": StandardNormalPrior, "mog": MixtureOfGaussiansPrior, "vamp": VampPrior}
+PRIORS: dict[str, type[Prior]] = {"standard_normal": StandardNormalPrior, "mog": MixtureOfGaussiansPrior, "vamp": VampPrior}
 
 
-def build_prior(model_cfg, info) -> nn.Module:
+def build_prior(model_cfg, info) -> Prior:
     """The prior named by ``model_cfg.prior`` (a ``PRIORS`` key), built from the config."""
     if model_cfg.prior not in PRIORS:
         raise ValueError(f"unknown prior {model_cfg.prior!r}; allowed: {', '.join(PRIORS)}")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _recipes import SHARED_DATA, tiny_sections, threads_env  # noqa: E402
+from _recipes import SHARED_DATA, threads_env, tiny_sections  # noqa: E402
 
 PUBLISHED = {"vamp": "85.57", "standard_normal": "about 88.5-89.9"}
 ROWS = ("standard_normal", "mog", "vamp")

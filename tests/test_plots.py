@@ -252,6 +252,11 @@ def test_decoded_figures_show_the_likelihood_mean(name):
     if name == "categorical":  # E[x|z] = sum_k k softmax_k, drawn on the [0, 1] scale (levels / 255)
         probs = model.likelihood(z).base_dist.probs  # (6, 16, 256)
         expected = (probs * torch.arange(256.0)).sum(-1) / 255
+    elif model.likelihood_module.wants_integer_levels:  # discretized logistic (mixture): sum_k k P(x_d = k)
+        levels = torch.arange(256.0).view(256, 1, 1)
+        pmf = model.likelihood(z).base_dist.log_prob(levels.expand(256, 6, 16)).exp()  # (256, 6, 16)
+        assert torch.allclose(pmf.sum(0), torch.ones(6, 16), atol=1e-5)
+        expected = (pmf * levels).sum(0) / 255
     assert torch.allclose(figures.decode_means(model, z), expected, atol=1e-6)
     assert math.isfinite(float(expected.detach().sum()))
 

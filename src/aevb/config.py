@@ -70,7 +70,7 @@ class ModelConfig:
     flow_steps: int = _f(4, "planar/iaf posteriors: number of flow steps K")
     flow_hidden: list = _f([100], "iaf posterior: hidden layer sizes of each step's MADE network")
     flow_context_dim: int = _f(20, "iaf posterior: size of the context h the encoder passes to every step (0: none)")
-    init_bias_from_data: bool = _f(True, "initialise the decoder output bias from the training-data mean")
+    init_bias_from_data: bool = _f(True, "start the output bias from the training data (categorical: histogram), a learned scale from PCA")
 
 
 @dataclass

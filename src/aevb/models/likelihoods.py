@@ -85,6 +85,10 @@ class Likelihood(nn.Module):
     def init_output_bias(self, bias: torch.Tensor, data_mean: torch.Tensor) -> None:
         """Set the decoder's last bias so that p(x|z) matches the training-data mean at the start."""
 
+    def init_from_data(self, bias: torch.Tensor, x: torch.Tensor, latent_dim: int) -> None:
+        """Initialise from the training data x (N, D); by default ``init_output_bias`` with its mean."""
+        self.init_output_bias(bias, x.mean(0))
+
 
 class BernoulliLikelihood(Likelihood):
     """p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d)) for binary x; decoder emits logits l.
@@ -191,6 +195,25 @@ def parse_sigma(sigma: str | float) -> tuple[str, float | None]:
     return "fixed", value
 
 
+def residual_std(x: torch.Tensor, latent_dim: int, floor: float = 1e-3, max_rows: int = 10000) -> torch.Tensor:
+    """Per-dimension noise std (D,) left by a rank-``latent_dim`` PCA of x (probabilistic PCA's noise).
+
+    r_d^2 = D / (D - d) * var_d(x - projection on the top d principal components): the residual
+    variance, scaled up for the noise the d components absorbed, so that mean_d r_d^2 is exactly
+    PPCA's maximum-likelihood sigma^2 = mean of the D - d smallest eigenvalues of the covariance
+    (Tipping & Bishop 1999, eq. 8). Uses at most ``max_rows`` evenly spaced rows; never below ``floor``.
+    """
+    x = x[:: max(1, len(x) // max_rows)].double().cpu()
+    centred = x - x.mean(0)
+    cov = centred.T @ centred / max(len(x) - 1, 1)  # (D, D)
+    _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
+    top = vectors[:, -latent_dim:] if 0 < latent_dim < x.shape[1] else vectors[:, :0]
+    residual = centred - (centred @ top) @ top.T
+    num_dims, kept = x.shape[1], top.shape[1]
+    inflate = num_dims / (num_dims - kept) if kept < num_dims else 1.0
+    return (residual.var(0) * inflate).sqrt().clamp_min(floor * 2).float()
+
+
 class ScaledLikelihood(Likelihood):
     """Shared machinery of location-scale likelihoods (gaussian, laplace): the scale modes.
 
@@ -256,6 +279,42 @@ class ScaledLikelihood(Likelihood):
         loc = logit(data_mean) if self.mean_link == "sigmoid" else data_mean
         with torch.no_grad():
             bias[: self.num_dims].copy_(loc)
+
+    def init_from_data(self, bias: torch.Tensor, x: torch.Tensor, latent_dim: int) -> None:
+        """Location from the data mean; a learned or predicted scale from the residual of a rank-``latent_dim`` PCA.
+
+        The residual standard deviation r_d of each dimension after projecting x on its top ``latent_dim``
+        principal components is the maximum-likelihood noise of probabilistic PCA (Tipping & Bishop 1999,
+        eq. 8 for the shared case, sigma^2 = mean_d r_d^2): the scale a linear decoder would reach. A
+        learned scale starts there instead of at 1 (Adam moves log s by about lr per step, so from 1 it
+        would need thousands of steps). Laplace: b = r / sqrt(2), the Laplace scale with that std.
+        """
+        self.init_output_bias(bias, x.mean(0))
+        if self.mode == "fixed":
+            return
+        r = residual_std(x, latent_dim, self.min_scale)  # (D,)
+        if self.family is Laplace:
+            r = r / math.sqrt(2.0)
+        r = r.to(bias.dtype)
+        with torch.no_grad():
+            if self.mode == "learned_shared":
+                self.log_scale.copy_(torch.log((r.square().mean().sqrt() - self.min_scale).clamp_min(1e-6)))
+            elif self.mode == "learned_per_dim":
+                self.log_scale.copy_(torch.log((r - self.min_scale).clamp_min(1e-6)))
+            else:  # predicted: s = min_scale + exp(factor * v)
+                bias[self.num_dims:].copy_(torch.log((r - self.min_scale).clamp_min(1e-6)) / self.log_param_factor)
+
+    @property
+    def scale_description(self) -> dict:
+        """The scale as a report shows it: mode and value(s) (a learned one read from its parameter)."""
+        if self.mode == "fixed":
+            return {"mode": "fixed", "value": self.fixed_scale}
+        if self.mode == "predicted":
+            return {"mode": "predicted", "value": None}
+        s = (self.min_scale + torch.exp(self.log_scale.detach())).double().cpu()
+        if self.mode == "learned_shared":
+            return {"mode": self.mode, "value": float(s)}
+        return {"mode": self.mode, "mean": float(s.mean()), "min": float(s.min()), "max": float(s.max())}
 
 
 class GaussianLikelihood(ScaledLikelihood):
@@ -331,6 +390,25 @@ class CategoricalLikelihood(Likelihood):
                 f"{where}: the categorical likelihood needs integer levels 0..{self.num_levels - 1}, but example "
                 f"{i}, dimension {j} is {value:g}. Keep quantized data (8-bit images) as integer levels (do not scale "
                 "to [0, 1] or dequantize), or choose continuous_bernoulli/gaussian for continuous values.")
+
+    def init_from_data(self, bias: torch.Tensor, x: torch.Tensor, latent_dim: int) -> None:
+        """Logits of each dimension's smoothed histogram of levels: p = (1 - w) counts / N + w / L.
+
+        w = max(L / (N + L), 0.01) mixes in the uniform distribution (an unseen level costs at most
+        log(L / w) nats), so the start is never worse than a few nats per dimension beyond uniform
+        and usually far better; a Binomial matched to the mean is not (two-peaked pixels: -51,196
+        nats on Fashion-MNIST against -4,347 for uniform).
+        """
+        n, levels = len(x), self.num_levels
+        counts = torch.zeros(self.num_dims * levels, dtype=torch.float64)
+        offsets = torch.arange(self.num_dims) * levels  # (D,)
+        for i in range(0, n, 4096):
+            codes = x[i:i + 4096].long().clamp(0, levels - 1).cpu() + offsets  # (b, D)
+            counts += torch.bincount(codes.reshape(-1), minlength=self.num_dims * levels).double()
+        w = max(levels / (n + levels), 0.01)
+        p = (1 - w) * counts.view(self.num_dims, levels) / max(n, 1) + w / levels  # (D, L)
+        with torch.no_grad():
+            bias.copy_(torch.log(p).T.reshape(-1).to(bias.dtype))  # level-major: index k * D + d
 
     def init_output_bias(self, bias: torch.Tensor, data_mean: torch.Tensor) -> None:
         """Logits of Binomial(L - 1, mean / (L - 1)) per dimension: the start matches the data mean."""

@@ -14,6 +14,7 @@ from aevb.models.likelihoods import Likelihood, build_likelihood
 from aevb.models.mixtures import sample_with_generator
 from aevb.models.posteriors import build_encoder
 from aevb.models.priors import build_prior
+from aevb.models.size import warn_if_large
 
 
 class VAE(nn.Module):
@@ -88,8 +89,10 @@ def build_model(model_cfg, info, train_mean: torch.Tensor | None = None,
         info: ``DataInfo`` with ``shape`` and ``num_dims``.
         train_mean: (num_dims,) mean of the training data, used to initialise the decoder's
             output bias when ``model_cfg.init_bias_from_data`` (IWAE code; worth about 1 nat).
-        train_data: (N, num_dims) training examples, for priors that start from the data (the
-            VampPrior's pseudo-inputs); None leaves their default start (a checkpoint overwrites it).
+        train_data: (N, num_dims) training examples: priors that start from the data (the VampPrior's
+            pseudo-inputs) and, with ``init_bias_from_data``, the likelihood
+            (``Likelihood.init_from_data``: a categorical's histogram, a learned Gaussian scale's PCA
+            residual) start from them; None leaves their default start (a checkpoint overwrites it).
     """
     likelihood = build_likelihood(model_cfg, info)
     encoder = build_encoder(model_cfg, info)
@@ -99,6 +102,12 @@ def build_model(model_cfg, info, train_mean: torch.Tensor | None = None,
     prior = build_prior(model_cfg, info)
     if train_data is not None and hasattr(prior, "init_from_data"):
         prior.init_from_data(train_data)
-    if train_mean is not None and model_cfg.init_bias_from_data:
+    if train_data is not None and model_cfg.init_bias_from_data:
+        likelihood.init_from_data(decoder.output_bias, train_data, model_cfg.latent_dim)
+    elif train_mean is not None and model_cfg.init_bias_from_data:
         likelihood.init_output_bias(decoder.output_bias, train_mean)
-    return VAE(encoder, decoder, prior, likelihood)
+    model = VAE(encoder, decoder, prior, likelihood)
+    if train_data is not None or train_mean is not None:  # building to train: say what the size costs
+        warn_if_large(model, f"The decoder emits {num_params:,} numbers ({likelihood.params_per_dim} per data dimension "
+                             f"for {model_cfg.likelihood}); a smaller last hidden layer or another likelihood shrinks it.")
+    return model

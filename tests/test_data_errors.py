@@ -77,7 +77,7 @@ def test_ragged_csv_row(tmp_path):
 
 def test_non_numeric_csv_field(tmp_path):
     (tmp_path / "t.csv").write_text("a,b,c\n1,2,3\n4,five,6\n")
-    with pytest.raises(ValueError, match=r"t.csv, line 3, column 2 \(b\): 'five' is not a number; expected a finite number"):
+    with pytest.raises(ValueError, match=r"t.csv, line 3, column 2 \('b'\): 'five' is not a number; expected a finite number"):
         load_raw(user(tmp_path / "t.csv"))
 
 

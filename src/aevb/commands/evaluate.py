@@ -44,11 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace):
     """(cfg, model, info) of the run, on the requested device and thread count."""
+    from aevb.inference.importance import MAX_K
     from aevb.training.checkpoint import load_run
     from aevb.training.loop import resolve_device
 
-    if getattr(args, "k", 1) < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}")
+    if not 1 <= getattr(args, "k", 1) <= MAX_K:
+        raise ValueError(f"--k must be between 1 and {MAX_K:,} importance samples per example, got {args.k} "
+                         "(5000 is the usual choice)")
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
     return load_run(args.run_dir, which=args.which, device=resolve_device(args.device))

@@ -19,6 +19,14 @@ def check_array(x: np.ndarray, where: str) -> None:
             i, j = (int(v) for v in np.argwhere(bad)[0])
             raise ValueError(f"{where}: example {i}, dimension {j} is {x.reshape(len(x), -1)[i, j]}; "
                              "NaN and inf are not allowed (remove or impute them)")
+        if x.dtype.itemsize > 4:  # aevb trains in float32: finite float64 values beyond its range become inf
+            big = np.abs(x.reshape(len(x), -1)) > np.finfo(np.float32).max
+            if big.any():
+                i, j = (int(v) for v in np.argwhere(big)[0])
+                raise ValueError(f"{where}: example {i}, dimension {j} is {x.reshape(len(x), -1)[i, j]:.6g}, which "
+                                 f"overflows float32 (largest {np.finfo(np.float32).max:.4g}), the precision aevb "
+                                 "trains in; rescale the data first (divide by a constant, or take logs of "
+                                 "positive values), then train (with data.standardize if the columns differ in scale)")
 
 
 def check_labels(x: np.ndarray, y, where: str) -> None:

@@ -8,12 +8,17 @@ all are read as RGB, shape (3, H, W) (channels first). All images must have one 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from aevb.data.bundled import RawDataset
 from aevb.data.user import IMAGE_SUFFIXES
+
+# Pixels per image read at most (5000 x 5000), checked from the header before decoding: a small
+# compressed file can claim a huge image (a decompression bomb). Pillow refuses beyond ~179 M itself.
+MAX_IMAGE_PIXELS = 25_000_000
 
 
 def parse_size(image_size: str) -> tuple[int, int] | None:
@@ -61,13 +66,24 @@ def read_image_folder(folder: Path, image_size: str = "") -> RawDataset:
     images, first_size = [], None
     for path in files:
         try:
-            with Image.open(path) as im:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+                im_file = Image.open(path)  # reads the header only
+            with im_file as im:
+                width, height = im.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ValueError(f"{path}: the image is {height}x{width} pixels ({width * height:,}), more than the "
+                                     f"{MAX_IMAGE_PIXELS:,} aevb reads per image (a small file claiming a huge image "
+                                     "is a decompression bomb); resize the images before training")
                 im.load()
                 if im.mode.startswith(("I", "F")):
                     raise ValueError(f"{path}: {im.mode} images (16-bit or float pixels) are not supported; "
                                      "save them as 8-bit grayscale or RGB, or load them from a .npy array")
                 colour = im.mode not in ("1", "L", "LA")
                 im = im.convert("RGB" if colour else "L")
+        except Image.DecompressionBombError as e:
+            raise ValueError(f"{path}: the image is too large to decode safely ({e}); resize the images "
+                             "before training") from None
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"{path}: cannot read as an image ({e})") from None
         if size is not None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from aevb.data.excerpt import excerpt
 
 # IDX type byte -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -39,8 +42,39 @@ def read_bytes(path: str | Path) -> bytes:
         raise OSError(f"{path}: corrupt gzip file ({e}); download it again") from None
 
 
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def _read_exactly(f, n: int, path: Path) -> bytearray:
+    """Up to ``n`` bytes of ``f`` into one preallocated buffer (fewer at the end of the stream)."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    try:
+        while got < n:
+            step = f.readinto(view[got:got + (16 << 20)])
+            if not step:
+                break
+            got += step
+    except EOFError:
+        raise OSError(f"{path}: truncated gzip file (the compressed stream ends early); download it again") from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise OSError(f"{path}: corrupt gzip file ({e}); download it again") from None
+    del view
+    if got < n:
+        del buf[got:]
+    return buf
+
+
 def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
     """Read an IDX file (MNIST format): magic 00 00 TYPE NDIM, NDIM big-endian uint32 sizes, data.
+
+    The file is streamed (gunzipped on the fly when it starts with 1f 8b) and at most the bytes
+    its header promises are read, plus one to detect excess: a small .gz that expands to far more
+    than its header says (a decompression bomb) never grows memory past the promised size.
 
     Args:
         path: ``.gz`` or raw IDX file.
@@ -49,24 +83,42 @@ def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
     Returns:
         Array of the header's shape and type (uint8 for MNIST), native byte order.
     """
-    data = read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
-        magic = data[:4].hex() if len(data) >= 4 else f"only {len(data)} bytes"
-        raise ValueError(f"{path}: not an IDX file: magic number is {magic}, expected 0000TTNN "
-                         "(two zero bytes, a type byte 08/09/0b/0c/0d/0e, the number of dimensions)")
-    dtype, ndim = np.dtype(IDX_DTYPES[data[2]]), data[3]
-    if expected_ndim is not None and ndim != expected_ndim:
-        raise ValueError(f"{path}: IDX header says {ndim} dimensions, expected {expected_ndim} "
-                         f"({'images N x rows x cols' if expected_ndim == 3 else 'labels N'})")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: IDX header is cut short ({len(data)} bytes, header needs {header})")
-    shape = tuple(int(s) for s in np.frombuffer(data[4:header], ">u4"))
-    need = int(np.prod(shape)) * dtype.itemsize
-    if len(data) - header != need:
-        raise ValueError(f"{path}: IDX header says shape {shape} ({need} data bytes) but the file holds "
-                         f"{len(data) - header} data bytes; the file is truncated or not what it claims")
-    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        f = gzip.GzipFile(fileobj=raw) if compressed else raw
+        head = _read_exactly(f, 4, path)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_DTYPES:
+            magic = head.hex() if len(head) >= 4 else f"only {len(head)} bytes"
+            raise ValueError(f"{path}: not an IDX file: magic number is {magic}, expected 0000TTNN "
+                             "(two zero bytes, a type byte 08/09/0b/0c/0d/0e, the number of dimensions)")
+        dtype, ndim = np.dtype(IDX_DTYPES[head[2]]), head[3]
+        if expected_ndim is not None and ndim != expected_ndim:
+            raise ValueError(f"{path}: IDX header says {ndim} dimensions, expected {expected_ndim} "
+                             f"({'images N x rows x cols' if expected_ndim == 3 else 'labels N'})")
+        header = 4 + 4 * ndim
+        sizes = _read_exactly(f, 4 * ndim, path)
+        if len(sizes) < 4 * ndim:
+            raise ValueError(f"{path}: IDX header is cut short ({4 + len(sizes)} bytes, header needs {header})")
+        shape = tuple(int(v) for v in np.frombuffer(bytes(sizes), ">u4"))
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if need > _physical_memory():
+            raise ValueError(f"{path}: IDX header says shape {shape} ({need:,} data bytes), more than this machine's "
+                             "memory; the header is damaged or the file is not what it claims")
+        if not compressed and path.stat().st_size - header != need:
+            raise ValueError(f"{path}: IDX header says shape {shape} ({need} data bytes) but the file holds "
+                             f"{path.stat().st_size - header} data bytes; the file is truncated or not what it claims")
+        data = _read_exactly(f, need, path)
+        if len(data) != need:
+            raise ValueError(f"{path}: IDX header says shape {shape} ({need} data bytes) but the file holds "
+                             f"{len(data)} data bytes; the file is truncated or not what it claims")
+        if _read_exactly(f, 1, path):
+            raise ValueError(f"{path}: IDX header says shape {shape} ({need} data bytes) but the file holds more "
+                             "data than that (read no further); the file is damaged or not what it claims")
+    return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
 def read_array(path: str | Path, key: str = "") -> np.ndarray:
@@ -145,7 +197,7 @@ def _parse_amat_lines(data: bytes, path: str | Path, num_dims: int) -> np.ndarra
             raise ValueError(f"{path}, line {line_no}: {len(fields)} values, expected {num_dims}")
         bad = next((i for i, v in enumerate(fields) if v not in (b"0", b"1")), None)
         if bad is not None:
-            raise ValueError(f"{path}, line {line_no}, column {bad + 1}: value {fields[bad].decode(errors='replace')!r}, "
+            raise ValueError(f"{path}, line {line_no}, column {bad + 1}: value {excerpt(fields[bad].decode(errors='replace'))}, "
                              "expected 0 or 1")
         out.append(np.frombuffer(b"".join(fields), np.uint8) - np.uint8(ord("0")))
     if not out:

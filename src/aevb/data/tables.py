@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from aevb.data.bundled import RawDataset
+from aevb.data.excerpt import excerpt
 from aevb.data.user import infer_range
 
 
@@ -34,7 +35,9 @@ def _label_index(label_column: str, header: list[str] | None, num_columns: int, 
         index = int(label_column)
         if -num_columns <= index < num_columns:
             return index % num_columns
-    names = f"columns {', '.join(header)}" if header else f"{num_columns} unnamed columns (no header)"
+    shown = ", ".join(excerpt(h) for h in header[:10]) + (f", ... ({len(header)} in all)" if len(header) > 10 else "") \
+        if header else ""
+    names = f"columns {shown}" if header else f"{num_columns} unnamed columns (no header)"
     raise ValueError(f"{path}: data.label_column = {label_column!r} is neither a column name nor an index; "
                      f"the file has {names}")
 
@@ -73,9 +76,9 @@ def read_csv(path: Path, label_column: str = "") -> RawDataset:
             except ValueError:
                 value = None
             if value is None or not np.isfinite(value):
-                col = f"column {j + 1}" + (f" ({header[j]})" if header else "")
+                col = f"column {j + 1}" + (f" ({excerpt(header[j])})" if header else "")
                 what = "not a number" if value is None else "not finite (NaN/inf are not data)"
-                raise ValueError(f"{path}, line {line}, {col}: {fields[j]!r} is {what}; expected a finite number")
+                raise ValueError(f"{path}, line {line}, {col}: {excerpt(fields[j])} is {what}; expected a finite number")
             x[i, k] = value
     y, names = None, None
     if label is not None:

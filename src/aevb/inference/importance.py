@@ -20,8 +20,13 @@ Randomness (documented so that it can be reproduced independently; tests do):
   1. dynamic binarization: ``torch.bernoulli(x, generator=Generator().manual_seed(seed))`` once
      over the whole input, on x's device, before any chunking;
   2. noise: a generator on the model's device seeded with ``seed + 1`` draws, for each example in
-     input order, ``torch.randn(K, D)`` (the rows are the K samples, in order).
+     input order, ``torch.randn(K, D)`` (the rows are the K samples, in order); for K above
+     ``NOISE_PIECE`` (65,536) the rows come as ``torch.randn(NOISE_PIECE, D)`` pieces, in order,
+     the last one shorter.
 Chunking, the memory budget and the number of worker threads therefore never change the numbers.
+When even one example's K x D noise does not fit ``memory_mb``, its noise is drawn piece by piece
+while the samples are decoded (``NoiseStream``), one example at a time: memory stays bounded for
+any K (up to ``MAX_K``), with the same numbers.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from aevb.speed import gemm
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_ROWS = 2048  # decoded samples per block: bigger blocks fall out of cache without making GEMMs faster
+NOISE_PIECE = 65536  # rows of noise drawn per torch.randn call (see "Randomness" above)
+MAX_K = 10**9  # importance samples per example, at most
 
 
 def prepare_data(x: torch.Tensor, binarization: str, seed: int) -> torch.Tensor:
@@ -160,10 +167,42 @@ def log_likelihood(model, decode, z: torch.Tensor, x: torch.Tensor) -> torch.Ten
     return model.likelihood_module(params).log_prob(x[:, None, :])
 
 
+def _draw_rows(generator: torch.Generator, k: int, latent_dim: int, like: torch.Tensor):
+    """The (K, D) noise of one example: ``randn(K, D)``, or ``NOISE_PIECE``-row pieces for large K, as (piece, D) tensors."""
+    for start in range(0, k, NOISE_PIECE):
+        yield torch.randn(min(NOISE_PIECE, k - start), latent_dim, generator=generator, device=like.device,
+                          dtype=like.dtype)
+
+
 def draw_noise(generator: torch.Generator, num_examples: int, k: int, latent_dim: int, like: torch.Tensor):
     """(B, K, D) standard-normal noise: ``torch.randn(K, D)`` per example, in order, from one generator."""
-    return torch.stack([torch.randn(k, latent_dim, generator=generator, device=like.device, dtype=like.dtype)
+    return torch.stack([torch.cat(list(_draw_rows(generator, k, latent_dim, like)))
                         for _ in range(num_examples)])
+
+
+class NoiseStream:
+    """The noise of one example, drawn piece by piece as it is consumed (same numbers as ``draw_noise``).
+
+    ``shape`` is (1, K, D) like ``draw_noise(..., 1, K, D, ...)``; ``blocks(size)`` yields (1, S, D)
+    tensors, S <= size, in order.
+    """
+
+    def __init__(self, generator: torch.Generator, k: int, latent_dim: int, like: torch.Tensor):
+        self.generator, self.like, self.shape = generator, like, (1, k, latent_dim)
+
+    def blocks(self, size: int):
+        for piece in _draw_rows(self.generator, self.shape[1], self.shape[2], self.like):
+            for start in range(0, len(piece), size):
+                yield piece[None, start:start + size]
+
+
+def noise_blocks(eps, size: int):
+    """(B, S, D) blocks of the noise ``eps``: a (B, K, D) tensor or a ``NoiseStream``."""
+    if isinstance(eps, NoiseStream):
+        yield from eps.blocks(size)
+        return
+    for start in range(0, eps.shape[1], size):
+        yield eps[:, start:start + size]
 
 
 @torch.no_grad()
@@ -185,8 +224,7 @@ def chunk_stats(model, decode, x: torch.Tensor, eps: torch.Tensor, block: int) -
     run_sum = torch.zeros(num_examples, dtype=torch.float64, device=mu.device)
     recon = torch.zeros(num_examples, dtype=torch.float64, device=mu.device)
     log_ratio = torch.zeros(num_examples, dtype=torch.float64, device=mu.device)
-    for start in range(0, k, block):
-        e = eps[:, start:start + block]  # (B, S, D)
+    for e in noise_blocks(eps, block):  # (B, S, D)
         z = mu + sigma * e
         log_p_x_given_z = log_likelihood(model, decode, z, x)  # (B, S)
         log_q_z = log_q_norm - 0.5 * e.square().sum(-1)
@@ -264,8 +302,8 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
         {"log_px", "elbo", "recon", "kl"}: (N,) float64 tensors on the CPU, in nats;
         "mu": (N, D) posterior means, float32 on the CPU.
     """
-    if k < 1:
-        raise ValueError(f"k (importance samples) must be >= 1, got {k}")
+    if k < 1 or k > MAX_K:
+        raise ValueError(f"k (importance samples) must be between 1 and {MAX_K:,}, got {k}")
     if x.dim() != 2 or len(x) == 0:
         raise ValueError(f"expected data of shape (N, num_dims) with N >= 1, got {tuple(x.shape)}")
     device = next(model.parameters()).device
@@ -277,8 +315,12 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
     generator = torch.Generator(device=device).manual_seed(seed + 1)
     decode = SigmoidMLP.from_decoder(model.decoder) or model.decoder
     like = next(model.parameters())
-    jobs = ((x[i:i + examples].to(device), draw_noise(generator, len(x[i:i + examples]), k, model.latent_dim, like))
-            for i in range(0, len(x), examples))
+    if 16 * k * model.latent_dim > max(1, memory_mb // workers) * 2**20:  # one example's noise exceeds its share
+        workers = 1  # the noise is drawn inside chunk_stats, so examples must run in order
+        jobs = ((x[i:i + 1].to(device), NoiseStream(generator, k, model.latent_dim, like)) for i in range(len(x)))
+    else:
+        jobs = ((x[i:i + examples].to(device), draw_noise(generator, len(x[i:i + examples]), k, model.latent_dim, like))
+                for i in range(0, len(x), examples))
     parts: dict[str, list] = {"log_px": [], "elbo": [], "recon": [], "kl": [], "mu": []}
     with tqdm(total=len(x), desc=f"L_{k}", unit="ex", disable=not progress, leave=False, mininterval=0.5) as bar:
         for stats in run_jobs(lambda job: chunk_stats(model, decode, job[0], job[1], block), jobs, workers):

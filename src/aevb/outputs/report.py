@@ -205,8 +205,11 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
         report.figures = [(n, figure_png(f)) for n, f in draw_figures(ctx, BASIC + ("sample_draws",))]
         notes += [f"figure {name} skipped: {reason}" for name, reason in ctx.skipped.items()]
     except (RuntimeError, ValueError, OSError, KeyError) as e:
-        notes.append(f"figures taken from {run_dir / 'plots'}: the model could not be loaded ({e})")
-        problems.append(f"the model could not be loaded ({e}); figures taken from {run_dir / 'plots'}")
+        from aevb.data.excerpt import redact
+
+        reason = redact(str(e))  # no excerpt of a file aevb did not write goes into the report
+        notes.append(f"figures taken from {run_dir / 'plots'}: the model could not be loaded ({reason})")
+        problems.append(f"the model could not be loaded ({reason}); figures taken from {run_dir / 'plots'}")
         report.figures = [(p.stem, p.read_bytes()) for p in sorted((run_dir / "plots").glob("*.png"))]
     return report
 

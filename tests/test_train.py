@@ -232,11 +232,9 @@ def test_throughput_benchmark_runs_all_methods_and_prints_the_ratios(capsys):
     assert bench.main(["--threads", "1", "--repeats", "1", "--examples", "300", "--gemm-repeats", "2"]) == 0
     out = capsys.readouterr().out
     assert "4.10 MFLOP per image per step" in out  # 784-500-20: 2 * (3 * 814,000 - 392,000) / 1e6
-    assert "2.53 MFLOP per image per step" in out  # less the first layer's two products: 4.10 - 2 * 2 * 784 * 500 / 1e6
     for kernel in ("torch", "onednn"):  # torch's mm (what the baselines use) and oneDNN (what aevb uses)
         assert f"GEMM with {kernel} (all 11 products)" in out, kernel
         assert f"aevb / GEMM limit, 11 products, {kernel}" in out, kernel
-    assert "aevb / GEMM limit, 9 products, torch (the sparse path's" in out
     for name in ("aevb / examples", "aevb / plain", "aevb / loader", "aevb / GEMM limit, 11 products, torch"):
         assert name in out, name
 

@@ -1,46 +1,49 @@
-"""A hand-derived forward and backward pass of the ELBO for the common MLP VAE (no autograd).
+"""A hand-derived forward and backward pass of the ELBO and IWAE bounds for MLP VAEs (no autograd).
 
 The trainer uses it automatically when it applies (``fast_path_reason`` returns "") and
 ``train.fast_path`` is on; otherwise the autograd path of ``step.py`` runs. Both compute the same
 numbers to float rounding (tests/test_fastpath.py checks the bound, its terms and every gradient
-against autograd through ``objectives.elbo``), and both consume the same noise: the binarization
-uniforms and eps ~ N(0, I) drawn by ``step.draw_batch`` from the trainer's generator.
+against autograd through ``objectives.elbo`` and ``objectives.iwae``), and both consume the same
+noise: the binarization uniforms and eps ~ N(0, I) drawn by ``step.draw_batch`` from the trainer's
+generator.
 
-The model it covers: q(z|x) = N(mu(x), diag(exp(log_var(x)))) from an MLP encoder, p(z) = N(0, I),
-p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d(z))) from an MLP decoder (or a Gaussian with a fixed
-sigma and mean l_d or sigmoid(l_d), see ``_log_likelihood_and_delta``), objective
-    bound(x) = (1/L) sum_l log p(x | z_l) - beta * KL(q(z|x) || p(z)),   z_l = mu + exp(log_var / 2) * eps_l,
-per example in nats, with the closed-form KL = 1/2 sum_j (mu_j^2 + exp(log_var_j) - 1 - log_var_j).
-
-The gradients of loss = -scale * sum_b bound(x_b) (scale = 1 / batch size) are written straight
-into each parameter's ``.grad`` by the chain rule:
-    d loss / d l          = scale / L * (sigmoid(l) - x)                (Bernoulli with logits l)
+The model it covers: q(z|x) = N(mu(x), diag(exp(log_var(x)))) from an MLP encoder (any depth),
+p(z) = N(0, I), p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d(z))) from an MLP decoder (or a Gaussian
+with a fixed sigma and mean l_d or sigmoid(l_d), see ``_log_likelihood_and_delta``). With K draws
+z_k = mu + exp(log_var / 2) * eps_k and, per draw, the log densities in nats
+    log p(x|z_k),    r_k = log p(z_k) - log q(z_k|x) = sum_j (eps_kj^2 - z_kj^2 + log_var_j) / 2,
+the bounds per example are
+    elbo, kl="analytic":  (1/K) sum_k log p(x|z_k) - beta * KL,  KL = 1/2 sum_j (mu_j^2 + exp(log_var_j) - 1 - log_var_j)
+    elbo, kl="mc":        (1/K) sum_k (log p(x|z_k) + beta * r_k)
+    iwae:                 log (1/K) sum_k exp(log w_k),  log w_k = log p(x|z_k) + r_k   (Burda et al. 2016, eq. 8)
+Each is a weighted sum of the draws' terms to first order: with a_k = d bound / d log p(x|z_k) and
+c_k = d bound / d r_k (1/K and 0; 1/K and beta/K; and for IWAE the normalised weights
+w~_k = exp(log w_k - logsumexp_k log w_k) for both), the gradients of loss = -scale * sum_b bound(x_b)
+(scale = 1 / batch size) are, by the chain rule,
+    d loss / d l_k        = scale * a_k * (sigmoid(l_k) - x)                (Bernoulli with logits l)
+    d loss / d z_k        = (d loss / d l_k back through the decoder) + scale * c_k * z_k
+    d loss / d mu         = sum_k d loss / d z_k                              (+ scale * beta * mu, analytic KL)
+    d loss / d log_var    = sum_k d loss / d z_k * eps_k * exp(log_var / 2) / 2
+                            - scale / 2 * sum_k c_k                           (Monte Carlo r_k: the total
+                                                                               derivative of log q along z_k)
+                            + scale * beta * (exp(log_var) - 1) / 2            (analytic KL)
     d loss / d a          = d loss / d h * act'(a), act' from the output h (tanh: 1 - h^2)
-    d loss / d mu         = sum_l d loss / d z_l + scale * beta * mu
-    d loss / d log_var    = sum_l d loss / d z_l * eps_l * exp(log_var / 2) / 2 + scale * beta * (exp(log_var) - 1) / 2
     d loss / d W = delta^T h_in,  d loss / d b = sum_b delta,  d loss / d h_in = delta W  (Linear: y = h_in W^T + b)
-With torch's products every product writes into a buffer allocated once per batch size
-(``torch.addmm``/``mm`` with ``out=``); oneDNN's (``gemm``, float32 on x86 CPUs) return new tensors and
-apply tanh or ReLU inside the product.
+The total derivative of log q(z_k|x) along z_k = mu + std * eps_k is 0 for mu and -1/2 for log_var
+(the path and score terms cancel), which is why r_k's gradient has the simple form above.
 
-Binary data (the Bernoulli likelihood's support) make the two products of the first encoder layer
-sparse: with S_b = {i : x_bi = 1},
-    (x W^T)_b = sum_{i in S_b} W[:, i]      and      (delta^T x)[:, i] = sum_{b : i in S_b} delta_b,
-so both are sums of gathered rows (``embedding_bag`` in "sum" mode over W^T and over delta),
-about 14% of the dense products' arithmetic on dynamically binarized MNIST. The sums are the same
-numbers added in another order (float rounding only); ``SparseBinaryInput`` does it, and the dense
-products are used when more than ``MAX_SPARSE_DENSITY`` of the pixels are on. The gathers are
-memory-bound: they beat torch's (MKL's) dense products on this project's AMD CPU, but not oneDNN's,
-so by default they are used only where the products do not go to oneDNN (``gemm``).
+Products: the large ones (``ONEDNN_MIN_MACS``) on oneDNN (``gemm``, float32 on x86 CPUs; they return
+new tensors and apply tanh or ReLU inside the product), the others with torch's ``addmm``/``mm``
+writing into buffers allocated once per batch shape (oneDNN's per-call cost loses on small products).
+An earlier version summed gathered weight rows for the binary first layer (``embedding_bag``);
+beside oneDNN's dense products it lost (0.91x in an in-process A/B, 2026-12-06) and was removed.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aevb.models.decoders import Decoder
@@ -128,7 +131,8 @@ def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
         (not getattr(t, "fast_path", True), "train.fast_path is off"),
         (world_size > 1, "distributed training (DDP) uses autograd"),
         (t.compile, "train.compile is on"),
-        (o.name != "elbo" or o.kl != "analytic", f"objective {o.name} with kl={o.kl} (needs elbo, analytic)"),
+        (o.name not in ("elbo", "iwae"), f"objective {o.name} (needs elbo or iwae)"),
+        (o.name == "iwae" and o.beta != 1.0, "the iwae bound with beta != 1"),
         (type(getattr(model, "encoder", None)) is not GaussianEncoder
          or mlp_layers(model.encoder.net) is None, "the encoder is not a GaussianEncoder over an MLP"),
         (type(getattr(model, "decoder", None)) is not Decoder
@@ -142,122 +146,46 @@ def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
     return next((why for bad, why in checks if bad), "")
 
 
-_NUMPY_FLOATS = (torch.float32, torch.float64, torch.float16)  # x dtypes numpy can view for the index building
-MAX_SPARSE_DENSITY = 0.2  # above this fraction of ones the dense products are about as fast (measured: 784-500, batch 100)
-
-
-class SparseBinaryInput:
-    """The first encoder layer's two products for binary x (B, D), as gathers of rows.
-
-    Forward: a = x W^T, row b the sum of the rows of W^T (columns of W) with x_bi = 1. Backward:
-    d loss / d W = delta^T x, its transpose's row i the sum of the rows delta_b with x_bi = 1. Both
-    are ``torch.nn.functional.embedding_bag`` sums.
-
-    For the gathers to read rows, the weight (H, D) is stored column-major: the Parameter keeps its
-    identity, shape and values, only its strides change (``weight.t()`` is contiguous), and its
-    ``.grad`` gets the same strides. Checkpoints are written contiguous and read back by copying,
-    so they are unaffected. Optimizer state must share the weight's layout (torch's fused Adam
-    kernel reads a parameter, its gradient and its moments in one element order):
-    ``optim.step_optimizer`` re-lays any state tensor that does not (for example one just read
-    from a checkpoint) and hands the kernel contiguous views.
-    """
-
-    def __init__(self, linear: nn.Linear):
-        self.linear = linear
-        w = linear.weight
-        if not w.t().is_contiguous():
-            w.data = w.data.t().contiguous().t()
-            w.grad = None
-
-    def prepare(self, x: torch.Tensor) -> bool:
-        """Index the ones of x (B, D); False when x is not binary, too dense for gathers to pay, or W was re-laid.
-
-        The flat positions b * D + i of the ones, in increasing order, group them by example b, so the
-        bag of example b starts at the number of positions below b * D (a ``searchsorted``); likewise
-        the positions i * B + b of the transposed mask group them by pixel i. The indices are built
-        with numpy on views of the same memory: its ``x != 0`` and ``flatnonzero`` are faster than
-        torch's ``ne`` and ``nonzero`` on one CPU thread (inside the trainer, MNIST at batch 100: 0.48
-        ms a step for all of this against 0.83 ms), and they give the same integers in the same order.
-        """
-        batch, dims = x.shape
-        if not self.linear.weight.t().is_contiguous() or x.device.type != "cpu" or x.dtype not in _NUMPY_FLOATS:
-            return False
-        values = x.detach().numpy()
-        ones = values != 0  # (B, D) bool, C-contiguous
-        flat = np.flatnonzero(ones)  # b * D + i, increasing
-        if len(flat) > MAX_SPARSE_DENSITY * batch * dims:
-            return False
-        if not (np.take(values, flat) == 1).all():  # not binary: the sums would need weights
-            return False
-        flat_t = np.flatnonzero(ones.T.copy())  # i * B + b, increasing
-        self.offsets = _indices(np.searchsorted(flat, np.arange(0, (batch + 1) * dims, dims)))
-        self.cols = _indices(np.remainder(flat, dims, out=flat))  # i of every one, grouped by example b
-        self.offsets_t = _indices(np.searchsorted(flat_t, np.arange(0, (dims + 1) * batch, batch)))
-        self.rows = _indices(np.remainder(flat_t, batch, out=flat_t))  # b of every one, grouped by pixel i
-        return True
-
-    def forward(self, out: torch.Tensor, factor: float) -> torch.Tensor:
-        """factor * (x W^T + b) into ``out`` (B, H)."""
-        torch.add(_sum_rows(self.linear.weight.t(), self.cols, self.offsets), self.linear.bias, out=out)
-        return out.mul_(factor) if factor != 1.0 else out
-
-    def weight_grad(self, delta: torch.Tensor) -> None:
-        """``weight.grad`` = d loss / d W = delta^T x (H, D), given delta (B, H): the transpose of a
-        fresh contiguous (D, H) sum, so it has the weight's column-major strides."""
-        self.linear.weight.grad = _sum_rows(delta, self.rows, self.offsets_t).t()
-
-
-def _indices(a: np.ndarray) -> torch.Tensor:
-    """An int64 tensor sharing the memory of a numpy index array."""
-    return torch.from_numpy(a.astype(np.int64, copy=False))
-
-
-def _sum_rows(table: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Row j: the sum of table[indices[offsets[j]:offsets[j + 1]]] (``embedding_bag`` in "sum" mode).
-
-    Calls the forward-only kernel, which skips the bookkeeping for a backward pass (``torch.nn.functional.embedding_bag``
-    under no_grad still does it when the table requires grad)."""
-    try:
-        return _aten._embedding_bag_forward_only(table, indices, offsets, False, 0, False, None, True, -1)[0]
-    except (AttributeError, RuntimeError):  # pragma: no cover - a torch without this private op
-        return F.embedding_bag(indices, table.detach(), offsets, mode="sum", include_last_offset=True)
+# oneDNN's products beat torch's (MKL's) only when large: each call costs about 20-40 us more (measured
+# 2026-12-06, one thread, busy machine: 100x500 @ 500x20 took 72 us against 42 us; 100x784 @ 784x500 980 us
+# against 1,230 us). The IWAE model's largest products (100x200x784, 15.7M multiply-adds) trained faster
+# on torch's: 4,260 against 3,689 ex/s (in-process A/B, medians of 4), so the line is drawn above them.
+ONEDNN_MIN_MACS = 20_000_000
 
 
 class _Buffers:
-    """Activations and gradients of one batch size B with L samples of z."""
+    """Activations and gradients of one batch size B with K samples of z (torch's products write into them)."""
 
     def __init__(self, enc: list[nn.Linear], dec: list[nn.Linear], batch: int, num_samples: int, like):
         def new(*shape):
             return torch.empty(*shape, dtype=like.dtype, device=like.device)
 
-        lb = num_samples * batch
+        kb = num_samples * batch
         self.enc_h = [new(batch, m.out_features) for m in enc]  # hidden outputs, then (mu, log_var)
         self.enc_grad = [new(batch, m.out_features) for m in enc]
-        self.dec_h = [new(lb, m.out_features) for m in dec]  # hidden outputs, then the logits
-        self.dec_grad = [new(lb, m.out_features) for m in dec]  # d loss / d (pre-activations), then / d logits
-        self.z_grad = new(lb, dec[0].in_features)
+        self.dec_h = [new(kb, m.out_features) for m in dec]  # hidden outputs, then the decoder's outputs l
+        self.dec_grad = [new(kb, m.out_features) for m in dec]  # d loss / d (pre-activations), then / d l
+        self.z_grad = new(kb, dec[0].in_features)
         latent = enc[-1].out_features // 2
         self.std, self.z = new(batch, latent), new(num_samples, batch, latent)
         self.work = new(num_samples, batch, dec[-1].out_features)
 
 
 class FastElbo:
-    """Exact ELBO forward + backward for an MLP Gaussian-encoder VAE (Bernoulli or fixed-sigma Gaussian p(x|z)).
+    """Exact forward + backward of the ELBO (analytic or Monte Carlo KL) or the IWAE bound for an MLP VAE.
 
     Args:
         model: a ``VAE`` for which ``fast_path_reason`` is "".
-        objective_cfg: ``ObjectiveConfig`` (L = ``num_samples``; beta is passed per call).
+        objective_cfg: ``ObjectiveConfig``: ``name`` ("elbo" or "iwae"), ``kl`` and K = ``num_samples``
+            (beta is passed per call).
     """
 
-    def __init__(self, model: nn.Module, objective_cfg, sparse_input: bool | None = None):
+    def __init__(self, model: nn.Module, objective_cfg):
         self.model, self.num_samples = model, objective_cfg.num_samples
+        self.iwae = objective_cfg.name == "iwae"
+        self.analytic_kl = not self.iwae and objective_cfg.kl == "analytic"
         self.enc, self.enc_act = mlp_layers(model.encoder.net)  # type: ignore[misc]  # fast_path_reason checked MLPs
         self.dec, self.dec_act = mlp_layers(model.decoder.net)  # type: ignore[misc]
-        if sparse_input is None:  # binary x (the Bernoulli likelihood's support; the trainer checks the data), and
-            # gathers pay only beside torch's products: against oneDNN's dense products they measured even
-            # (18,356 against 17,988 ex/s, AEVB MNIST model, one thread), so those keep the weight row-major
-            sparse_input = type(model.likelihood_module) is BernoulliLikelihood and not gemm.uses_onednn(self.enc[0].weight)
-        self.sparse = SparseBinaryInput(self.enc[0]) if sparse_input else None
         self.params = [p for p in model.parameters()]
         self._buffers: dict[tuple[int, int], _Buffers] = {}
 
@@ -275,96 +203,115 @@ class FastElbo:
                 p.grad = torch.empty_like(p)
 
     @staticmethod
-    def _linear_act(m: nn.Linear, h: torch.Tensor, out: torch.Tensor, act) -> torch.Tensor:
-        """act(h W^T + b) (no activation for the output layer: act None): a new tensor with the oneDNN
-        backend (``gemm``), else written into ``out``."""
-        if gemm.uses_onednn(h):
+    def _linear_act(m: nn.Linear, h: torch.Tensor, out: torch.Tensor, act, onednn: bool) -> torch.Tensor:
+        """act(h W^T + b) (no activation for the output layer: act None): a new tensor on oneDNN
+        (``gemm``) for a large product, else written into ``out`` by torch's ``addmm``."""
+        if onednn and h.shape[0] * m.in_features * m.out_features >= ONEDNN_MIN_MACS:
             if act is None or act[3] is not None:
-                return gemm.linear(h, m.weight, m.bias, act[3] if act is not None else None)
-            return act[0](gemm.linear(h, m.weight, m.bias))  # factor 1: ELU, softplus
+                return gemm.onednn_linear(h, m.weight, m.bias, act[3] if act is not None else None)
+            return act[0](gemm.onednn_linear(h, m.weight, m.bias, None))  # factor 1: ELU, softplus
         if act is None:
             return torch.addmm(m.bias, h, m.weight.t(), out=out)
         forward, _, factor, _ = act
         return forward(torch.addmm(m.bias, h, m.weight.t(), beta=factor, alpha=factor, out=out))
 
     @staticmethod
-    def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """a @ b: a new tensor with the oneDNN backend, else written into ``out``."""
-        return gemm.matmul(a, b) if gemm.uses_onednn(a) else torch.mm(a, b, out=out)
+    def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, onednn: bool) -> torch.Tensor:
+        """a @ b: a new tensor on oneDNN for a large product, else written into ``out``."""
+        if onednn and a.shape[0] * a.shape[1] * b.shape[1] >= ONEDNN_MIN_MACS:
+            return gemm.onednn_linear(a, b.t(), None, None)
+        return torch.mm(a, b, out=out)
 
     @torch.no_grad()
     def forward_backward(self, x: torch.Tensor, eps: torch.Tensor, beta: float, scale: float):
-        """The bound and its terms for x (B, num_dims) with noise eps (L, B, D), each (B,) in nats.
+        """The bound and its terms for x (B, num_dims) with noise eps (K, B, D), each (B,) in nats.
 
         Writes d/dtheta of loss = -scale * sum_b bound_b into every parameter's ``.grad``
-        (overwriting it). Returns (bound, recon, kl).
+        (overwriting it). Returns (bound, recon, kl): recon = (1/K) sum_k log p(x|z_k); kl the
+        closed form, or (1/K) sum_k (log q(z_k|x) - log p(z_k)) with a Monte Carlo KL and for IWAE
+        (there, as in ``objectives.iwae``, for monitoring only).
         """
         self._grads()
         num_samples, batch = eps.shape[0], x.shape[0]
+        kb = num_samples * batch
         buf = self.buffers(batch, num_samples)
+        onednn = gemm.uses_onednn(x)
         # encoder: h_i = act(h_{i-1} W_i^T + b_i); last layer -> (mu, log_var)
-        sparse = self.sparse is not None and self.sparse.prepare(x)
         h, enc_out = x, []
         for i, m in enumerate(self.enc):
-            act = self.enc_act[i] if i < len(self.enc_act) else None
-            if i == 0 and sparse:
-                h = self.sparse.forward(buf.enc_h[0], act[2] if act is not None else 1.0)
-                h = act[0](h) if act is not None else h
-            else:
-                h = self._linear_act(m, h, buf.enc_h[i], act)
+            h = self._linear_act(m, h, buf.enc_h[i], self.enc_act[i] if i < len(self.enc_act) else None, onednn)
             enc_out.append(h)
         latent = h.shape[1] // 2
         mu, log_var = h[:, :latent], h[:, latent:]
         std = torch.mul(log_var, 0.5, out=buf.std).exp_()
-        z = torch.addcmul(mu, eps, std, out=buf.z)  # (L, B, D)
-        # decoder on the L*B samples: its outputs l (L*B, num_dims), the logits or the Gaussian means
-        g, dec_out = z.view(num_samples * batch, latent), []
+        z = torch.addcmul(mu, eps, std, out=buf.z)  # (K, B, D)
+        # decoder on the K*B samples: its outputs l (K*B, num_dims), the logits or the Gaussian means
+        g, dec_out = z.view(kb, latent), []
         for i, m in enumerate(self.dec):
-            g = self._linear_act(m, g, buf.dec_h[i], self.dec_act[i] if i < len(self.dec_act) else None)
+            g = self._linear_act(m, g, buf.dec_h[i], self.dec_act[i] if i < len(self.dec_act) else None, onednn)
             dec_out.append(g)
-        logits = g.view(num_samples, batch, -1)
         delta = buf.dec_grad[-1].view(num_samples, batch, -1)
-        log_p_x_given_z = self._log_likelihood_and_delta(logits, x, buf.work, delta, scale / num_samples)  # (L, B)
-        recon = log_p_x_given_z.mean(0)
-        var = std.square()
-        kl = 0.5 * (mu.square() + var - 1.0 - log_var).sum(-1)
-        value = recon - beta * kl
-        delta = delta.view(num_samples * batch, -1)
-        inputs = [z.view(num_samples * batch, latent), *dec_out[:-1]]
+        a = 1.0 if self.iwae else scale / num_samples  # scale * a_k, for IWAE applied below with the weights
+        log_p_x_given_z = self._log_likelihood_and_delta(g.view(num_samples, batch, -1), x, buf.work, delta, a)
+        recon = log_p_x_given_z.mean(0)  # (B,)
+        c: float | torch.Tensor = 0.0  # scale * c_k: a float, or (K, B, 1) for IWAE
+        if self.analytic_kl:
+            var = std.square()
+            kl = 0.5 * (mu.square() + var - 1.0 - log_var).sum(-1)
+            value = recon - beta * kl
+        else:
+            log_ratio = (eps.square() - z.square()).sum(-1).add_(log_var.sum(-1)).mul_(0.5)  # log p(z) - log q(z|x) (K, B)
+            kl = log_ratio.mean(0).neg_()
+            if self.iwae:
+                log_w = log_p_x_given_z + log_ratio
+                lse = torch.logsumexp(log_w, 0)
+                value = lse - math.log(num_samples)
+                c = torch.sub(log_w, lse).exp_().mul_(scale).unsqueeze(-1)  # scale * normalised weights
+                delta.mul_(c)
+            else:
+                value = recon - beta * kl
+                c = scale * beta / num_samples
+        delta = delta.view(kb, -1)
+        inputs = [z.view(kb, latent), *dec_out[:-1]]
         for i in reversed(range(len(self.dec))):
             m = self.dec[i]
-            below = self._mm(delta, m.weight, buf.dec_grad[i - 1] if i > 0 else buf.z_grad)  # first, while the
-            m.weight.grad = self._mm(delta.t(), inputs[i], m.weight.grad)  # weight is still in cache from the forward
+            below = self._mm(delta, m.weight, buf.dec_grad[i - 1] if i > 0 else buf.z_grad, onednn)  # first, while
+            m.weight.grad = self._mm(delta.t(), inputs[i], m.weight.grad, onednn)  # the weight is still in cache
             torch.sum(delta, 0, out=m.bias.grad)
             if i > 0:
                 self.dec_act[i - 1][1](below, inputs[i])
             delta = below
         z_grad = delta.view(num_samples, batch, latent)
+        if self.iwae:
+            z_grad.addcmul_(c, z)  # d(-log p(z))/dz = z
+        elif c:
+            z_grad.add_(z, alpha=c)
         out_grad = buf.enc_grad[-1]
         mu_grad, log_var_grad = out_grad[:, :latent], out_grad[:, latent:]
-        torch.sum(z_grad, 0, out=mu_grad).add_(mu, alpha=scale * beta)
+        torch.sum(z_grad, 0, out=mu_grad)
         torch.sum(z_grad.mul_(eps), 0, out=log_var_grad).mul_(std).mul_(0.5)
-        log_var_grad.add_(var - 1.0, alpha=0.5 * scale * beta)
+        if self.analytic_kl:
+            mu_grad.add_(mu, alpha=scale * beta)
+            log_var_grad.add_(var - 1.0, alpha=0.5 * scale * beta)
+        elif self.iwae:
+            log_var_grad.sub_(c.sum(0), alpha=0.5)  # type: ignore[union-attr]  # sum_k c_k = scale (to rounding)
+        else:
+            log_var_grad.sub_(0.5 * c * num_samples)
         delta = out_grad
         inputs = [x, *enc_out[:-1]]
         for i in reversed(range(len(self.enc))):
             m = self.enc[i]
-            if i == 0 and sparse:
-                self.sparse.weight_grad(delta)
-            elif not m.weight.grad.is_contiguous():  # the column-major first layer, x too dense for gathers
-                m.weight.grad = self._mm(inputs[i].t(), delta, m.weight.grad.t()).t()
-            else:
-                m.weight.grad = self._mm(delta.t(), inputs[i], m.weight.grad)
+            m.weight.grad = self._mm(delta.t(), inputs[i], m.weight.grad, onednn)
             torch.sum(delta, 0, out=m.bias.grad)
             if i > 0:
-                below = self._mm(delta, m.weight, buf.enc_grad[i - 1])
+                below = self._mm(delta, m.weight, buf.enc_grad[i - 1], onednn)
                 self.enc_act[i - 1][1](below, inputs[i])
                 delta = below
         return value, recon, kl
 
     def _log_likelihood_and_delta(self, out: torch.Tensor, x: torch.Tensor, work: torch.Tensor, delta: torch.Tensor,
                                   factor: float) -> torch.Tensor:
-        """log p(x|z) (L, B) from the decoder outputs ``out`` (L, B, D); ``delta`` <- factor * d(-log p)/d out.
+        """log p(x|z) (K, B) from the decoder outputs ``out`` (K, B, D); ``delta`` <- factor * d(-log p)/d out.
 
         Bernoulli with logits l: log p = sum_d x_d l_d - softplus(l_d), d(-log p)/dl = sigmoid(l) - x.
         Gaussian, fixed sigma, mean m = l (or sigmoid(l)): log p = -sum_d (x_d - m_d)^2 / (2 sigma^2)
@@ -374,7 +321,9 @@ class FastElbo:
         if type(lik) is BernoulliLikelihood:
             x_dot_l = torch.mul(out, x, out=work).sum(-1)
             log_p = x_dot_l - torch._C._nn.softplus(out, 1.0, 20.0, out=work).sum(-1)
-            torch.sigmoid(out, out=delta).sub_(x).mul_(factor)
+            torch.sigmoid(out, out=delta).sub_(x)
+            if factor != 1.0:
+                delta.mul_(factor)
             return log_p
         sigma = lik.fixed_scale
         if lik.mean_link == "sigmoid":
@@ -391,14 +340,19 @@ class FastElbo:
     def optimizer_step(self, model: nn.Module, optimizer, params: list, x: torch.Tensor, eps: torch.Tensor,
                        beta: float, examples: torch.Tensor, global_count: int, world_size: int, train_cfg,
                        num_train: int, any_rank) -> tuple[torch.Tensor | None, str]:
-        """``step.optimizer_step`` with the hand-derived gradients (same arguments, same result)."""
+        """``step.optimizer_step`` with the hand-derived gradients (same arguments, same result).
+
+        The bound is checked through its float64 sum (non-finite exactly when some bound is; no
+        float32 sum of per-example bounds overflows float64)."""
         value, recon, kl = self.forward_backward(x, eps, beta, world_size / global_count)
-        if any_rank(not bool(torch.isfinite(value).all())):
+        sums = torch.empty(4, dtype=torch.float64)
+        torch.sum(torch.stack([value, recon, kl]), 1, dtype=torch.float64, out=sums[:3])
+        sums[3] = len(value)
+        if any_rank(not math.isfinite(sums[0])):
             return None, describe_nonfinite(value, recon, kl, examples)
         add_prior_gradient(params, train_cfg.weight_decay, num_train)
         check = clip_or_check_gradients(params, train_cfg.grad_clip)
         if not bool(torch.isfinite(check)):
             return None, f"the bound is finite but the gradient of {first_bad_gradient(model)} is not"
         step_optimizer(optimizer)
-        sums = torch.stack([value.sum(), recon.sum(), kl.sum(), value.new_tensor(float(len(value)))])
-        return sums.double(), ""
+        return sums, ""

@@ -20,6 +20,7 @@ Functions:
     linear(x, weight, bias, activation)  act(x W^T + b), as ``nn.Linear`` (weight (out, in))
     matmul(a, b)                         a @ b, 2-D (a or b may be transposed views)
     linear_module_forward(x, W, b, act)  the same for x (..., in), differentiable (``nets.MLP``)
+    onednn_linear(x, W, b, act)          ``linear`` on oneDNN without checks (the fast path's inner loop)
 """
 
 from __future__ import annotations
@@ -95,10 +96,13 @@ def uses_onednn(x: torch.Tensor) -> bool:
     return x.dtype == torch.float32 and x.device.type == "cpu" and x.numel() > 0 and backend() == "onednn"
 
 
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   activation: str | None) -> torch.Tensor:
-    """act(x W^T + b) by oneDNN for 2-D x (no checks)."""
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  activation: str | None) -> torch.Tensor:
+    """act(x W^T + b) by oneDNN for 2-D float32 CPU x, no checks (the caller asked ``uses_onednn`` once)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation or "none", [], "")
+
+
+_onednn_linear = onednn_linear
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

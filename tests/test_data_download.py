@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import shutil
 import threading
+import time
 
 import pytest
 
@@ -79,3 +81,123 @@ def test_files_already_cached_with_the_right_hash_are_not_fetched_again(shared_d
     for name in MNIST_SHA256:
         shutil.copy(shared_data / "mnist" / name, cache / "mnist" / name)
     assert download_mnist(urls=["http://127.0.0.1:9/"]) == cache / "mnist"  # would fail if it tried the net
+
+
+# -- hostile servers: a cut chunk, an endless body, a trickle (issue 21, case 7) -------------------
+
+class Misbehaving(http.server.BaseHTTPRequestHandler):
+    """Serves ``payload`` badly, as ``mode`` says; counts requests per path in ``hits``."""
+
+    payload = b""
+    mode = "good"
+    hits: dict = {}
+    fail_times = 10**9
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        cls = type(self)
+        cls.hits[self.path] = cls.hits.get(self.path, 0) + 1
+        mode = cls.mode if cls.hits[self.path] <= cls.fail_times else "good"
+        self.send_response(200)
+        if mode == "good":
+            self.send_header("Content-Length", str(len(cls.payload)))
+            self.end_headers()
+            self.wfile.write(cls.payload)
+        elif mode == "cut_chunk":  # chunked encoding, the connection dropped mid-chunk
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n" % len(cls.payload) + cls.payload[:len(cls.payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif mode == "short":  # fewer bytes than Content-Length
+            self.send_header("Content-Length", str(len(cls.payload)))
+            self.end_headers()
+            self.wfile.write(cls.payload[:10])
+            self.close_connection = True
+        elif mode == "endless":  # no Content-Length, never ends
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"\0" * 65536)
+            except OSError:
+                pass
+        elif mode == "trickle":  # one byte every 0.2 s
+            self.send_header("Content-Length", str(len(cls.payload)))
+            self.end_headers()
+            try:
+                for i in range(len(cls.payload)):
+                    self.wfile.write(cls.payload[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def bad_server(monkeypatch):
+    """(handler class, base url) with one small fake 'MNIST' file of known hash and size."""
+    from aevb.data import download
+
+    payload = bytes(range(256)) * 40  # 10,240 bytes
+    name = "t10k-labels-idx1-ubyte.gz"
+    monkeypatch.setattr(download, "MNIST_SHA256", {name: hashlib.sha256(payload).hexdigest()})
+    monkeypatch.setattr(download, "MNIST_SIZES", {name: len(payload)})
+    handler = type("Handler", (Misbehaving,), {"payload": payload, "hits": {}})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("mode", ["cut_chunk", "short"])
+def test_a_transfer_that_breaks_off_is_retried_once_then_reported_and_nothing_is_cached(bad_server, cache, mode):
+    handler, url = bad_server
+    handler.mode = mode
+    with pytest.raises(OSError) as e:
+        download_mnist(urls=[url], timeout=5)
+    message = str(e.value)
+    assert "the connection broke off" in message and "retried once" in message and "Place the files by hand" in message
+    assert handler.hits == {"/t10k-labels-idx1-ubyte.gz": 2}
+    assert list((cache / "mnist").iterdir()) == []  # no partial file, no .part
+
+
+def test_a_transfer_that_breaks_off_once_succeeds_on_the_retry(bad_server, cache):
+    handler, url = bad_server
+    handler.mode, handler.fail_times = "cut_chunk", 1
+    folder = download_mnist(urls=[url], timeout=5)
+    assert (folder / "t10k-labels-idx1-ubyte.gz").read_bytes() == handler.payload
+    assert handler.hits == {"/t10k-labels-idx1-ubyte.gz": 2}
+
+
+def test_an_endless_body_is_cut_at_the_published_size(bad_server, cache):
+    handler, url = bad_server
+    handler.mode = "endless"
+    with pytest.raises(OSError, match="more than the published 10,240 bytes; stopped"):
+        download_mnist(urls=[url], timeout=5)
+    assert list((cache / "mnist").iterdir()) == []
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline(bad_server, cache):
+    handler, url = bad_server
+    handler.mode = "trickle"
+    start = time.monotonic()
+    with pytest.raises(OSError, match=r"not finished after 1 s \(\d+ of 10,240 bytes received\); the server is too slow"):
+        download_mnist(urls=[url], timeout=5, deadline=1.0)
+    assert time.monotonic() - start < 5
+    assert list((cache / "mnist").iterdir()) == []
+
+
+def test_a_part_file_left_by_a_killed_download_is_removed_by_the_next(bad_server, cache):
+    handler, url = bad_server
+    folder = cache / "mnist"
+    folder.mkdir(parents=True)
+    stale = folder / ".t10k-labels-idx1-ubyte.gz.abc123.part"
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    download_mnist(urls=[url], timeout=5)
+    assert sorted(p.name for p in folder.iterdir()) == ["t10k-labels-idx1-ubyte.gz"]

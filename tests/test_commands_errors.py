@@ -22,6 +22,7 @@ RUN_DIR_COMMANDS = {
     "report": (["--out", "{tmp}/r.html"], ["report"], ["--which", "latest"], "unknown checkpoint 'latest'"),
     "export": (["--out", "{tmp}/export"], ["export"], ["--format", "zip"], "invalid choice: 'zip'"),
     "train": (["--epochs", "2", "--quiet"], ["train", "--resume"], ["--device", "tpu"], "invalid choice: 'tpu'"),
+    "impute": (["--data", "{tmp}/x.csv", "--out", "{tmp}/o.csv"], ["impute"], ["--device", "tpu"], "invalid choice: 'tpu'"),
 }
 CASES = ("missing run dir", "damaged weights", "unknown option value")
 

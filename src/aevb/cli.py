@@ -24,6 +24,7 @@ COMMANDS = {
     "evaluate": "aevb.commands.evaluate",
     "score": "aevb.commands.score",
     "encode": "aevb.commands.encode",
+    "impute": "aevb.commands.impute",
 }
 
 

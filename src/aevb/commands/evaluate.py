@@ -80,7 +80,7 @@ def format_table(r: dict, run_dir: str, which: str) -> str:
         ("bits/dim", bpd),
         ("active units", f"{r['active_units']}/{r['latent_dim']}  (Var over x of E_q[z_d] > 0.01)"),
         ("protocol", f"{r['binarization']} binarization, seed {r['seed']}"),
-    ]
+    ] + ([("observed", r["observed"])] if r.get("observed") else [])
     return "\n".join(f"  {name:<13} {value}" for name, value in rows)
 
 

@@ -9,21 +9,27 @@ from __future__ import annotations
 import numpy as np
 
 
-def check_array(x: np.ndarray, where: str) -> None:
-    """Raise ValueError for an empty array or any NaN/inf, naming the first bad example and dimension."""
+def check_array(x: np.ndarray, where: str, missing: str = "error") -> None:
+    """Raise ValueError for an empty array or any NaN/inf, naming the first bad example and dimension.
+
+    With ``missing = "mask"`` NaN marks an unobserved entry and is allowed; inf is still refused.
+    """
     if x.size == 0 or len(x) == 0:
         raise ValueError(f"{where}: the data are empty (shape {tuple(x.shape)}); expected at least one example")
     if np.issubdtype(x.dtype, np.floating):
-        bad = ~np.isfinite(x.reshape(len(x), -1))
+        flat = x.reshape(len(x), -1)
+        bad = np.isinf(flat) if missing == "mask" else ~np.isfinite(flat)
         if bad.any():
             i, j = (int(v) for v in np.argwhere(bad)[0])
-            raise ValueError(f"{where}: example {i}, dimension {j} is {x.reshape(len(x), -1)[i, j]}; "
-                             "NaN and inf are not allowed (remove or impute them)")
+            hint = ("inf is not data; NaN marks a missing entry" if missing == "mask" else
+                    "NaN and inf are not allowed (remove or impute them, or mark NaN as missing with "
+                    "--set data.missing=mask)")
+            raise ValueError(f"{where}: example {i}, dimension {j} is {flat[i, j]}; {hint}")
         if x.dtype.itemsize > 4:  # aevb trains in float32: finite float64 values beyond its range become inf
-            big = np.abs(x.reshape(len(x), -1)) > np.finfo(np.float32).max
+            big = np.abs(np.nan_to_num(flat)) > np.finfo(np.float32).max
             if big.any():
                 i, j = (int(v) for v in np.argwhere(big)[0])
-                raise ValueError(f"{where}: example {i}, dimension {j} is {x.reshape(len(x), -1)[i, j]:.6g}, which "
+                raise ValueError(f"{where}: example {i}, dimension {j} is {flat[i, j]:.6g}, which "
                                  f"overflows float32 (largest {np.finfo(np.float32).max:.4g}), the precision aevb "
                                  "trains in; rescale the data first (divide by a constant, or take logs of "
                                  "positive values), then train (with data.standardize if the columns differ in scale)")
@@ -35,12 +41,12 @@ def check_labels(x: np.ndarray, y, where: str) -> None:
         raise ValueError(f"{where}: {len(x)} examples but {len(y)} labels; they must match one to one")
 
 
-def check_raw(raw, where: str) -> None:
-    """All checks on the unsplit data and on each fixed split."""
-    check_array(raw.x, where)
+def check_raw(raw, where: str, missing: str = "error") -> None:
+    """All checks on the unsplit data and on each fixed split (``missing``: see ``check_array``)."""
+    check_array(raw.x, where, missing)
     check_labels(raw.x, raw.y, where)
     for split, (x, y) in raw.fixed_splits.items():
-        check_array(x, f"{where} {split} split")
+        check_array(x, f"{where} {split} split", missing)
         check_labels(x, y, f"{where} {split} split")
 
 

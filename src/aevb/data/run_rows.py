@@ -46,7 +46,7 @@ def load_all_rows(data_cfg, likelihood: str, run_info=None):
     from aevb.data.transforms import to_model_values
 
     raw = load_raw(data_cfg)
-    check_raw(raw, data_cfg.name)
+    check_raw(raw, data_cfg.name, getattr(data_cfg, "missing", "error"))
     parts = [(raw.x, raw.y)] + [raw.fixed_splits[s] for s in ("valid", "test") if s in raw.fixed_splits]
     num_dims = int(np.prod(raw.shape))
     x = np.concatenate([np.asarray(p[0]).reshape(len(p[0]), num_dims) for p in parts])

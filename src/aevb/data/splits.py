@@ -37,6 +37,9 @@ class DataInfo:
         label_names: class names for labels 0..C-1 when known (image class folders, CSV labels).
         standardization: {"mean": [D], "std": [D]} of the training split when data.standardize
             was applied (x_model = (x - mean) / std), else None.
+        missing: "mask" when NaN entries are unobserved (data.missing = mask: every log-likelihood
+            is that of the observed entries), else "error".
+        missing_fraction: the fraction of entries that are NaN, over all splits (0 without a mask).
     """
 
     name: str
@@ -51,6 +54,8 @@ class DataInfo:
     dequantization: str = "none"
     label_names: list | None = None
     standardization: dict | None = None
+    missing: str = "error"
+    missing_fraction: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,7 +152,7 @@ def build_datasets(data_cfg, likelihood: str = "bernoulli") -> tuple[Splits, Dat
         (Splits, DataInfo); every split is float32 (N, num_dims).
     """
     raw = load_raw(data_cfg)
-    check_raw(raw, data_cfg.name)
+    check_raw(raw, data_cfg.name, getattr(data_cfg, "missing", "error"))
     if wants_counts(likelihood):
         for where, x in [(data_cfg.name, raw.x)] + [(f"{data_cfg.name} {s} split", v[0]) for s, v in raw.fixed_splits.items()]:
             check_counts(x, where)

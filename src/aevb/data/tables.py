@@ -1,9 +1,11 @@
 """CSV tables -> RawDataset: numeric columns, optional header, optional label column.
 
-A first row with any non-numeric field is a header. ``label_column`` (a header name or a
+A first row with a field that is neither a number nor a missing-entry marker (empty, NA, ...) is
+a header. ``label_column`` (a header name or a
 0-based column index) is taken out of the data; its values become integer labels (numbers as
 they are, other strings as indices into their sorted distinct values, kept as ``label_names``).
-Every other field must be a finite number and every row must have the same number of fields.
+Every other field must be a finite number (or, with data.missing = mask, a missing-entry marker:
+NaN) and every row must have the same number of fields.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 from aevb.data.bundled import RawDataset
 from aevb.data.excerpt import excerpt
 from aevb.data.user import infer_range
+
+MISSING_FIELDS = ("", "nan", "na", "n/a", "null", "?")  # missing entries under data.missing = mask
 
 
 def _is_number(field: str) -> bool:
@@ -50,7 +54,7 @@ def read_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]]
     if not rows:
         raise ValueError(f"{path}: the file is empty; expected one example per row of numbers")
     header = None
-    if not all(_is_number(v) for v in rows[0][1]):
+    if not all(_is_number(v) or v.lower() in MISSING_FIELDS for v in rows[0][1]):  # a header has a name in it
         header, rows = rows[0][1], rows[1:]
         if not rows:
             raise ValueError(f"{path}: only a header line, no data rows")
@@ -62,8 +66,12 @@ def read_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]]
     return header, rows
 
 
-def read_csv(path: Path, label_column: str = "") -> RawDataset:
-    """Read a numeric CSV (see the module docstring). Returns x (N, D) float64 and labels or None."""
+def read_csv(path: Path, label_column: str = "", missing: bool = False) -> RawDataset:
+    """Read a numeric CSV (see the module docstring). Returns x (N, D) float64 and labels or None.
+
+    With ``missing`` (data.missing = mask) an empty field or NaN/NA/N/A/null/? (any case) is a
+    missing entry, read as NaN; otherwise it is an error naming the line and column.
+    """
     header, rows = read_rows(path)
     width = len(rows[0][1])
     label = _label_index(str(label_column), header, width, path)
@@ -71,6 +79,9 @@ def read_csv(path: Path, label_column: str = "") -> RawDataset:
     x = np.empty((len(rows), len(keep)), np.float64)
     for i, (line, fields) in enumerate(rows):
         for k, j in enumerate(keep):
+            if missing and fields[j].lower() in MISSING_FIELDS:
+                x[i, k] = np.nan
+                continue
             try:
                 value = float(fields[j])
             except ValueError:
@@ -78,7 +89,8 @@ def read_csv(path: Path, label_column: str = "") -> RawDataset:
             if value is None or not np.isfinite(value):
                 col = f"column {j + 1}" + (f" ({excerpt(header[j])})" if header else "")
                 what = "not a number" if value is None else "not finite (NaN/inf are not data)"
-                raise ValueError(f"{path}, line {line}, {col}: {excerpt(fields[j])} is {what}; expected a finite number")
+                hint = "" if missing else " (or mark missing entries with --set data.missing=mask)"
+                raise ValueError(f"{path}, line {line}, {col}: {excerpt(fields[j])} is {what}; expected a finite number{hint}")
             x[i, k] = value
     y, names = None, None
     if label is not None:

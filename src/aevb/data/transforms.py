@@ -62,8 +62,11 @@ def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, 
     (x_int + u) / levels | scale x / max_value into [0, 1]; then static binarization (one draw
     seeded by ``split_seed``) or standardization ((x - mean_train) / std_train, real data only).
 
+    With ``data.missing = mask`` NaN entries (unobserved) stay NaN through every step.
+
     Returns:
-        ({split: float32 tensor (N, D)}, {"support", "binarization", "dequantization", "standardization"}).
+        ({split: float32 tensor (N, D)}, {"support", "binarization", "dequantization", "standardization",
+        "missing", "missing_fraction"}).
     """
     binarization = resolve_binarization(data_cfg.binarize, raw, likelihood)
     dequant = getattr(data_cfg, "dequantize", "none")
@@ -80,6 +83,11 @@ def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, 
     if standardize and raw.max_value is not None:
         raise ValueError(f"data.standardize is for real-valued data; {data_cfg.name} has a known range "
                          f"[0, {raw.max_value:g}] and is scaled to [0, 1] instead: drop data.standardize")
+    missing = getattr(data_cfg, "missing", "error")
+    if missing == "mask" and binarization == "dynamic":
+        raise ValueError("data.missing = mask cannot be combined with dynamic binarization (a fresh draw per batch "
+                         "would fill the missing entries); use --binarize static or none, or a likelihood for [0, 1] "
+                         "values (continuous_bernoulli)")
     counts = wants_counts(likelihood)
     if counts and (binarization != "none" or dequant != "none" or standardize):
         raise ValueError(f"likelihood {likelihood} models the raw counts; drop data.binarize ({binarization}), "
@@ -95,11 +103,13 @@ def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, 
         elif raw.max_value is not None:
             t = t / raw.max_value
         if binarization == "static":
-            t = binarize(t, g)
+            t = torch.where(torch.isnan(t), t, binarize(torch.nan_to_num(t, nan=0.0), g))  # NaN stays missing
         out[split] = t
     standardization = None
     if standardize:
-        mean, std = out["train"].mean(0), out["train"].std(0)
+        mean = out["train"].nanmean(0)  # over the observed entries (NaN = missing under data.missing = mask)
+        n = (~torch.isnan(out["train"])).sum(0).clamp_min(2)
+        std = ((out["train"] - mean).square().nansum(0) / (n - 1)).sqrt()
         std = torch.where(std > 0, std, torch.ones_like(std))
         out = {s: (t - mean) / std for s, t in out.items()}
         standardization = {"mean": mean.tolist(), "std": std.tolist()}
@@ -113,5 +123,23 @@ def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, 
         support = "unit_interval"
     else:
         support = "real"
+    num_entries = sum(t.numel() for t in out.values())
+    missing_fraction = sum(int(torch.isnan(t).sum()) for t in out.values()) / max(1, num_entries)
     return out, {"support": support, "binarization": binarization, "dequantization": dequant,
-                 "standardization": standardization}
+                 "standardization": standardization, "missing": missing, "missing_fraction": missing_fraction}
+
+
+def from_model_values(x: torch.Tensor, raw, info) -> torch.Tensor:
+    """The inverse of ``to_model_values`` for values the model produced (e.g. imputations): undo the
+    standardization (x * std + mean), then the scaling to [0, 1] (x * max_value, or x * levels for
+    uniformly dequantized data); counts and integer levels are returned as they are."""
+    stats = getattr(info, "standardization", None)
+    if stats:
+        x = x * torch.tensor(stats["std"], dtype=x.dtype) + torch.tensor(stats["mean"], dtype=x.dtype)
+    if info.support in ("counts", "8bit", "integer"):
+        return x
+    if getattr(info, "dequantization", "none") == "uniform" and raw.levels:
+        return x * raw.levels
+    if raw.max_value is not None:
+        return x * raw.max_value
+    return x

@@ -83,5 +83,5 @@ def _read_user_data(path: Path, data_cfg) -> RawDataset:
     if suffix in (".csv", ".tsv", ".txt"):
         from aevb.data.tables import read_csv
 
-        return read_csv(path, getattr(data_cfg, "label_column", ""))
+        return read_csv(path, getattr(data_cfg, "label_column", ""), getattr(data_cfg, "missing", "error") == "mask")
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected a folder of images, .npy, .npz or .csv")

@@ -36,14 +36,15 @@ def count_active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOL
     return int((mu.double().var(0, unbiased=False) > threshold).sum())
 
 
-def bits_per_dim(log_px: float, info, likelihood) -> float | None:
+def bits_per_dim(log_px: float, info, likelihood, num_dims: float | None = None) -> float | None:
     """-log2 P(x) / D for discrete data, in bits per dimension; None where it is not meaningful.
 
     Discrete likelihood (``likelihood.discrete``): -log_px / (D ln 2). Continuous density on
     uniformly dequantized data with ``levels`` values per dim scaled to [0, 1]: the probability
     of the 8-bit cell is p(x) / levels^D, so bits/dim = -(log_px - D log levels) / (D ln 2).
+    ``num_dims`` replaces D (e.g. the mean number of observed entries under data.missing = mask).
     """
-    num_dims = info.num_dims
+    num_dims = num_dims or info.num_dims  # with missing entries: the mean number of observed entries
     if getattr(likelihood, "discrete", False):
         return -log_px / (num_dims * math.log(2))
     levels = getattr(info, "levels", None)
@@ -51,6 +52,19 @@ def bits_per_dim(log_px: float, info, likelihood) -> float | None:
     if dequantization == "uniform" and levels:
         return -(log_px - num_dims * math.log(levels)) / (num_dims * math.log(2))
     return None
+
+
+def observed_entries(x: torch.Tensor, info) -> float | None:
+    """Mean number of observed (non-NaN) entries per example under data.missing = mask, else None."""
+    if getattr(info, "missing", "error") != "mask":
+        return None
+    return float((~torch.isnan(x)).sum()) / max(1, len(x))
+
+
+def observed_note(observed: float, num_dims: int) -> str:
+    """What the numbers of a run with missing entries are (every report shows it)."""
+    return (f"log-likelihood of the observed entries only, log p(x_obs) (data.missing = mask; "
+            f"{observed:.1f} of {num_dims} entries observed per example on average)")
 
 
 def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, memory_mb: int = 512,
@@ -79,11 +93,14 @@ def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, m
                               progress=progress, workers=workers)
     elbo, elbo_se = mean_and_se(stats["elbo"])
     log_px, log_px_se = mean_and_se(stats["log_px"])
+    observed = observed_entries(x, info)
     result = {"n": len(x), "elbo": elbo, "elbo_se": elbo_se, "recon": float(stats["recon"].mean()),
               "kl": float(stats["kl"].mean()), "log_px": log_px, "log_px_se": log_px_se, "k": k,
-              "bits_per_dim": bits_per_dim(log_px, info, model.likelihood_module),
+              "bits_per_dim": bits_per_dim(log_px, info, model.likelihood_module, observed),
               "active_units": count_active_units(stats["mu"]), "latent_dim": int(stats["mu"].shape[1]),
               "split": split, "binarization": info.binarization, "seed": seed, "data": getattr(info, "name", "")}
+    if observed is not None:
+        result["observed"] = observed_note(observed, info.num_dims)
     if labels is not None:
         result["by_label"] = {}
         for label in torch.unique(labels).tolist():

@@ -11,6 +11,7 @@ from torch.distributions import Distribution
 
 from aevb.models.decoders import DECODERS
 from aevb.models.likelihoods import Likelihood, build_likelihood
+from aevb.models.masks import masked_parts
 from aevb.models.mixtures import sample_with_generator
 from aevb.models.posteriors import build_encoder
 from aevb.models.priors import build_prior
@@ -95,7 +96,10 @@ def build_model(model_cfg, info, train_mean: torch.Tensor | None = None,
             residual) start from them; None leaves their default start (a checkpoint overwrites it).
     """
     likelihood = build_likelihood(model_cfg, info)
-    encoder = build_encoder(model_cfg, info)
+    if getattr(info, "missing", "error") == "mask":  # NaN entries are unobserved: models/masks.py
+        likelihood, encoder = masked_parts(model_cfg, info, likelihood, build_encoder)
+    else:
+        encoder = build_encoder(model_cfg, info)
     num_params = likelihood.params_per_dim * info.num_dims
     decoder = DECODERS[model_cfg.arch](info.shape, num_params, likelihood.params_per_dim, model_cfg.latent_dim,
                                        model_cfg.hidden, model_cfg.activation)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from aevb.config import RESUMABLE, RunConfig, config_differences, validate
 from aevb.data import DataInfo, Splits, build_datasets
 from aevb.data.fingerprint import fingerprint_splits
-from aevb.inference.evaluate import evaluate_elbo
+from aevb.inference.evaluate import evaluate_elbo, observed_entries, observed_note
 from aevb.models.vae import VAE, build_model
 from aevb.outputs.figures import write_basic_plots
 from aevb.speed.fastpath import FastElbo, fast_path_reason
@@ -353,7 +353,8 @@ def resolve_config(cfg: RunConfig, resume: bool = False) -> RunConfig:
 
 def build_state(cfg: RunConfig, splits: Splits, info, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, info, train_mean=splits.train.mean(0), train_data=splits.train).to(device)
+    # nanmean: NaN marks a missing entry under data.missing = mask
+    model = build_model(cfg.model, info, train_mean=splits.train.nanmean(0), train_data=splits.train).to(device)
     check_data_fits(model, splits, info)
     optimizer = build_optimizer(model.parameters(), cfg.train, device)
     return TrainState(model, optimizer, torch.Generator(device=device).manual_seed(cfg.train.seed))
@@ -410,6 +411,9 @@ def finish(ts: TrainState, run: Run) -> None:
     ts.model.eval()
     test = evaluate_elbo(ts.model, splits.test, binarization=info.binarization, seed=run.cfg.eval.seed) \
         if len(splits.test) else None
+    observed = observed_entries(splits.test, info) if test else None
+    if test and observed is not None:
+        test["observed"] = observed_note(observed, info.num_dims)
     write_json_atomic(run.run_dir / "summary.json", {
         "test": test, "epochs": ts.epoch, "steps": ts.step, "train_examples": len(splits.train),
         "train_bound": bound_label(run.cfg.objective, ts.step),
@@ -421,7 +425,8 @@ def finish(ts: TrainState, run: Run) -> None:
         print("test ELBO: not computed (the test split is empty: data.test_fraction = 0)")
         return
     print(f"test ELBO: {test['elbo']:.2f} ± {test['elbo_se']:.2f} nats per example "
-          f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {info.binarization} binarization)")
+          f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {info.binarization} binarization)"
+          + (f"; {test['observed']}" if "observed" in test else ""))
 
 
 def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path:

@@ -181,7 +181,9 @@ def test_a_full_disk_while_writing_metrics_says_what_to_do(tmp_path, monkeypatch
     monkeypatch.setattr(metrics.MetricsLog, "write", no_space)
     with pytest.raises(RunDirError) as e:
         train(tiny_config(tmp_path, train={"epochs": 1}))
-    assert "metrics.jsonl): no space left on device" in str(e.value) and "--resume" in str(e.value)
+    message = str(e.value)
+    assert "metrics.jsonl): no space left on device" in message  # metrics come before the epoch's checkpoint
+    assert "no checkpoint was written yet" in message and "--overwrite" in message
 
 
 def _tmpfs(path, size):
@@ -238,3 +240,30 @@ def test_two_trainers_on_one_out_at_once_the_second_is_refused(tmp_path):
         first.wait()
     r = run_cli("train", "--resume", out, "--epochs", "1", "--quiet")  # the killed holder's lock is stale
     assert "in use" not in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_a_tmpfs_filled_by_another_process_mid_run_gives_one_line_and_resumes_once_freed(tmp_path):
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    disk = tmp_path / "disk"
+    _tmpfs(disk, "8m")
+    try:
+        out = disk / "run"
+        args = ["--data", "digits", "--hidden", "32", "--latent-dim", "4", "--batch-size", "50", "--quiet"]
+        r = run_cli("train", *args, "--epochs", "1", "--out", out)
+        assert r.returncode == 0, r.stderr
+        filler = disk / "filler"  # another process takes every free byte
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)
+        assert shutil.disk_usage(disk).free < 64 * 1024
+        r = run_cli("train", "--resume", out, "--epochs", "2", "--quiet")
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "no space left on device" in r.stderr and "step-00000030" in r.stderr
+        read_tensors(find_checkpoint(out))  # still loads
+        filler.unlink()  # space freed
+        r = run_cli("train", "--resume", out, "--epochs", "2", "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert read_state(find_checkpoint(out))["step"] == 60
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)

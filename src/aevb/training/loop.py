@@ -153,7 +153,7 @@ def checkpoint(ts: TrainState, run: Run, name: str = "") -> tuple:
         try:
             save_checkpoint(folder, snapshot[0], snapshot[1])
         except CheckpointError as e:
-            raise RunDirError(f"{e}; {resume_hint(run)}") from None
+            raise RunDirError(f"{e}; {resume_hint(run.run_dir)}") from None
         if not name:
             run.last_checkpoint = str(folder)
             for old in list_checkpoints(run.run_dir)[:-max(1, run.cfg.train.keep_checkpoints)]:
@@ -162,11 +162,13 @@ def checkpoint(ts: TrainState, run: Run, name: str = "") -> tuple:
     return snapshot
 
 
-def resume_hint(run: Run) -> str:
+def resume_hint(run_dir: Path) -> str:
     """What a failed write leaves and how to go on (for disk-full and similar errors)."""
-    last = run.last_checkpoint or "none written yet"
-    return (f"the last good checkpoint ({last}) is intact; free some space and continue with "
-            f"`aevb train --resume {run.run_dir}`")
+    found = list_checkpoints(run_dir)
+    if not found:
+        return "no checkpoint was written yet; free some space and start the run again with --overwrite"
+    return (f"the last good checkpoint ({found[-1]}) is intact; free some space and continue with "
+            f"`aevb train --resume {run_dir}`")
 
 
 def validate_now(ts: TrainState, run: Run) -> dict:
@@ -450,8 +452,8 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
     ctx = distributed.setup(resolve_device(cfg.train.device))
     device = ctx.device
     lock = None
+    run_dir = Path(cfg.out) if resume or cfg.out else default_run_dir()
     try:
-        run_dir = Path(cfg.out) if resume or cfg.out else default_run_dir()
         if ctx.is_main:  # one writer per run directory; refuses a second trainer and a reused --out
             lock = claim_run_dir(run_dir, new=not resume, overwrite=overwrite)
         splits, info = build_datasets(cfg.data, cfg.model.likelihood)
@@ -461,30 +463,28 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
         log = MetricsLog(run_dir / "metrics.jsonl", enabled=ctx.is_main,
                          tensorboard=cfg.train.tensorboard and ctx.is_main)
         run = Run(cfg, splits, info, run_dir, ctx, log)
-        try:
-            if resume:
-                ckpt = resume_state(ts, run)
-                run.last_checkpoint = str(ckpt)
-                if ctx.is_main:
-                    truncate_metrics(run_dir / "metrics.jsonl", ts.step)
-                    write_json_atomic(run_dir / "config.json", cfg.to_dict())  # with this session's resumable changes (e.g. --epochs)
-                    print(f"resuming {run_dir} from {ckpt.name} (epoch {ts.epoch + 1}, batch {ts.batch + 1})")
-            elif ctx.is_main:
-                cfg.out = str(run_dir)
-                cfg.save(run_dir / "config.json")
-                write_json_atomic(run_dir / "data.json", info.to_dict())
-            if not resume or ctx.rank > 0:  # torch's global stream (only non-Gaussian posteriors use it), per rank
-                torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + ts.step)
-            fit_wrapped(ts, run)
-            finish(ts, run)
-            log.close()
-        except OSError as e:
-            if describe_write_error(e) == "no space left on device":
-                where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-                raise RunDirError(f"cannot write to {run_dir}{where}: no space left on device; "
-                                  f"{resume_hint(run)}") from None
-            raise
+        if resume:
+            ckpt = resume_state(ts, run)
+            run.last_checkpoint = str(ckpt)
+            if ctx.is_main:
+                truncate_metrics(run_dir / "metrics.jsonl", ts.step)
+                write_json_atomic(run_dir / "config.json", cfg.to_dict())  # with this session's resumable changes (e.g. --epochs)
+                print(f"resuming {run_dir} from {ckpt.name} (epoch {ts.epoch + 1}, batch {ts.batch + 1})")
+        elif ctx.is_main:
+            cfg.out = str(run_dir)
+            cfg.save(run_dir / "config.json")
+            write_json_atomic(run_dir / "data.json", info.to_dict())
+        if not resume or ctx.rank > 0:  # torch's global stream (only non-Gaussian posteriors use it), per rank
+            torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + ts.step)
+        fit_wrapped(ts, run)
+        finish(ts, run)
+        log.close()
         return run_dir
+    except OSError as e:
+        if describe_write_error(e) != "no space left on device":
+            raise
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise RunDirError(f"cannot write to {run_dir}{where}: no space left on device; {resume_hint(run_dir)}") from None
     finally:
         if lock is not None:
             lock.release()

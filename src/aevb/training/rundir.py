@@ -96,8 +96,8 @@ class RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _process_start(os.getpid()),
               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv[:1] + sys.argv[1:])[:200]}
         tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(me))
         try:
+            tmp.write_text(json.dumps(me))
             for _ in range(3):
                 try:
                     os.link(tmp, self.path)  # atomic: fails when a lock exists, never half-written

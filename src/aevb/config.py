@@ -47,6 +47,7 @@ class DataConfig:
     standardize: bool = _f(False, "subtract the training mean and divide by the training std (real data)")
     max_value: float = _f(0.0, "your own files: divide by this value to scale into [0, 1] (0: inferred; uint8 or a maximum of 255 -> 255)")
     key: str = _f("", ".npz only: name of the array to use (empty: the only one, or images/x/data)")
+    transpose: bool = _f(False, ".mtx only: the file is features x examples (10x Genomics matrix.mtx): transpose it")
     missing: str = _f("error", "NaN entries (.npy/.npz, empty or NaN CSV fields): error, or mask (unobserved: log p of the observed entries)",
                       ("error", "mask"))
     verify: bool = _f(True, "binarized-mnist: check the .amat files against the published SHA-1s")

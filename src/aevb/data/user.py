@@ -80,8 +80,15 @@ def _read_user_data(path: Path, data_cfg) -> RawDataset:
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
         return read_npy_npz(path, data_cfg)
+    if suffix in (".mtx", ".h5ad") or path.name.lower().endswith(".mtx.gz"):
+        from aevb.data.count_files import read_h5ad, read_mtx
+
+        if suffix == ".h5ad":
+            return read_h5ad(path, getattr(data_cfg, "label_column", ""))
+        return read_mtx(path, bool(getattr(data_cfg, "transpose", False)))
     if suffix in (".csv", ".tsv", ".txt"):
         from aevb.data.tables import read_csv
 
         return read_csv(path, getattr(data_cfg, "label_column", ""), getattr(data_cfg, "missing", "error") == "mask")
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; expected a folder of images, .npy, .npz or .csv")
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; expected a folder of images, .npy, .npz, .csv, "
+                     ".mtx (MatrixMarket) or .h5ad (AnnData)")

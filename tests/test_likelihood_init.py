@@ -86,3 +86,25 @@ def test_a_huge_configuration_warns_with_its_size_and_speed():
         warnings.simplefilter("error")
         build_model(small, DataInfo(name="t", shape=(784,), num_dims=784, support="binary", binarization="none"),
                     train_data=torch.zeros(2, 784))
+
+
+def test_export_json_alone_defines_the_gaussian_p_x_given_z(tmp_path):
+    """From export.json's description and the decoder's params, log p(x|z) = sum_d log N(x_d; sigmoid(p_d), s^2)."""
+    import json
+
+    from scipy.stats import norm
+
+    from aevb.outputs.export import export_model
+
+    X = np.clip(_linear_gaussian_data(np.full(6, 0.05), n=200) * 0.1 + 0.5, 0, 1)
+    vae = AEVB(likelihood="gaussian", latent_dim=2, hidden=(8,), epochs=1, scaling="none").fit(X)
+    manifest = export_model(vae.model_, vae.info_, tmp_path / "export", "torchscript")
+    desc = json.loads((tmp_path / "export" / "export.json").read_text())["p_x_given_z"]
+    assert desc == manifest["p_x_given_z"] and desc["mean"].startswith("sigmoid")
+    z = torch.randn(3, 2)
+    with torch.no_grad():
+        params = vae.model_.decoder(z).double().numpy()
+        expected = vae.model_.likelihood(z).log_prob(torch.from_numpy(X[:3])).numpy()
+    mean = 1 / (1 + np.exp(-params))
+    by_hand = norm.logpdf(X[:3].astype(np.float64), mean, desc["scale"]["values"]).sum(-1)
+    np.testing.assert_allclose(by_hand, expected, rtol=1e-5)

@@ -25,6 +25,7 @@ COMMANDS = {
     "score": "aevb.commands.score",
     "encode": "aevb.commands.encode",
     "impute": "aevb.commands.impute",
+    "compare": "aevb.commands.compare",
 }
 
 

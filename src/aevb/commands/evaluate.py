@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from aevb.outputs.measure import describe_measure, protocol_text, summarize_likelihood
+
 HELP = "estimate log p(x) (IWAE bound, K=5000), ELBO, bits/dim and active units of a trained run"
 SPLITS = ("train", "valid", "test")
 DATA_SPLITS = ("all",) + SPLITS
@@ -71,17 +73,39 @@ def data_split(args: argparse.Namespace) -> str:
 
 
 def format_table(r: dict, run_dir: str, which: str) -> str:
-    bpd = "n/a (continuous data)" if r["bits_per_dim"] is None else f"{r['bits_per_dim']:.4f}"
+    measure = r.get("measure") or {}
+    label = measure.get("bits_per_dim_label", "bits/dim")
+    if r["bits_per_dim"] is None:
+        bpd = "n/a (a density of continuous data, not a probability)"
+    else:
+        bpd = f"{r['bits_per_dim']:.4f}  ({label})"
     rows = [
         ("run", f"{run_dir} (checkpoint {which})"),
         ("data", f"{r['data']} {r['split']} split, n = {r['n']}"),
         ("ELBO", f"{r['elbo']:.3f} ± {r['elbo_se']:.3f} nats  (recon {r['recon']:.3f}, KL {r['kl']:.3f})"),
         ("log p(x)", f"{r['log_px']:.3f} ± {r['log_px_se']:.3f} nats  (IWAE bound L_K, K={r['k']})"),
+        ("measures", measure.get("what", "")),
         ("bits/dim", bpd),
+        ("p(x|z)", r.get("p_x_given_z", "")),
         ("active units", f"{r['active_units']}/{r['latent_dim']}  (Var over x of E_q[z_d] > 0.01)"),
-        ("protocol", f"{r['binarization']} binarization, seed {r['seed']}"),
+        ("protocol", protocol_text(r["binarization"], r["seed"], r.get("measure_info"))),
     ] + ([("observed", r["observed"])] if r.get("observed") else [])
-    return "\n".join(f"  {name:<13} {value}" for name, value in rows)
+    lines = [f"  {name:<13} {value}" for name, value in rows if value]
+    if measure.get("hint"):
+        lines.append(f"  {'note':<13} {measure['hint']}")
+    return "\n".join(lines)
+
+
+def describe_result(result: dict, model, info) -> dict:
+    """Adds what the numbers measure and p(x|z)'s learned scale to an ``evaluate`` result."""
+    desc = model.likelihood_module.describe()
+    result["measure"] = describe_measure(info)
+    result["measure_info"] = {"support": info.support, "binarization": info.binarization, "levels": info.levels,
+                              "dequantization": info.dequantization}
+    result["p_x_given_z"] = summarize_likelihood(desc)
+    if "scale" in desc:
+        result["sigma"] = {k: v for k, v in desc["scale"].items() if k != "values"}
+    return result
 
 
 def merge_latest(path: Path, result: dict) -> dict:
@@ -113,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(model, x, info, k=args.k, seed=args.seed, memory_mb=args.memory_mb,
                       progress=not (args.quiet or args.json), split=args.split, workers=args.threads or None)
     result["checkpoint"] = args.which
+    describe_result(result, model, info)
     run_dir = Path(args.run_dir)
     write_json_atomic(run_dir / f"eval-{args.split}-k{args.k}.json", result)
     write_json_atomic(run_dir / "eval.json", merge_latest(run_dir / "eval.json", result))

@@ -1,5 +1,10 @@
 """Score examples for anomaly detection: per-example log p(x) estimate (IWAE bound L_K) and ELBO,
-in nats, written as CSV in the row order of the input (lower = more unusual).
+in nats, written as CSV in the row order of the input (lower = less likely under the model).
+
+Beside the scored mean it prints the run's own test-split mean (from ``aevb evaluate``, else the
+training's test ELBO) as a reference. A higher likelihood does not mean "more like the training
+data": a model trained on Fashion-MNIST gives MNIST digits *higher* likelihood (Nalisnick et al.
+2019); see docs/evaluation.md, "Out-of-distribution data".
 
 ``--data`` takes a named data set or a path; it is prepared with the run's data settings
 (scaling, binarization) and, by default, every row is scored in input order (``--split all``):
@@ -35,9 +40,25 @@ def write_scores(path: str | Path, log_px, elbo, labels=None) -> None:
             w.writerow(row + ([int(labels[i])] if labels is not None else []))
 
 
+def reference_line(run_dir: Path) -> str:
+    """The run's own test mean log p(x) (eval.json) or test ELBO (summary.json), in words; "" if neither."""
+    import json
+
+    for name, key, what in (("eval.json", "log_px", "mean log p(x)"), ("summary.json", "elbo", "mean ELBO")):
+        try:
+            test = json.loads((run_dir / name).read_text()).get("test") or {}
+        except (OSError, ValueError):
+            continue
+        if test.get(key) is not None:
+            k = f", K={test['k']}" if "k" in test else ""
+            return f"the run's own test split: {what} {test[key]:.3f} nats (n={test.get('n', '?')}{k})"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     from aevb.inference.evaluate import score_examples
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     split = data_split(args)
     cfg, model, run_info = load(args)
     x, labels, info = load_data(cfg, model, args.data, split, args.data_dir, run_info)
@@ -49,4 +70,9 @@ def run(args: argparse.Namespace) -> int:
     write_scores(args.out, log_px, elbo, labels)
     print(f"wrote {len(x)} scores (log p(x) with K={args.k}, ELBO; nats) to {args.out}; "
           f"mean log p(x) {float(log_px.mean()):.3f}")
+    reference = reference_line(Path(args.run_dir))
+    if reference:
+        print(f"  compare with {reference}")
+    print("  note: higher log p(x) is not 'more like the training data': models often give other data sets "
+          "higher likelihood (Nalisnick et al. 2019); see docs/evaluation.md")
     return 0

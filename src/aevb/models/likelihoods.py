@@ -89,6 +89,19 @@ class Likelihood(nn.Module):
         """Initialise from the training data x (N, D); by default ``init_output_bias`` with its mean."""
         self.init_output_bias(bias, x.mean(0))
 
+    def describe(self) -> dict:
+        """p(x|z) in words and numbers, enough to evaluate it from the decoder's outputs ``params`` alone.
+
+        Returns:
+            {"class", "density" (the class docstring's formula line), "params_per_dim", "layout", ...}
+            plus whatever the class adds (a Gaussian's mean link and its learned scale values).
+        """
+        doc = (type(self).__doc__ or "").strip().splitlines()
+        density = doc[0].rstrip(":").removesuffix(", with the constants") if doc else ""
+        return {"class": type(self).__name__, "density": density, "params_per_dim": self.params_per_dim,
+                "num_dims": self.num_dims, "discrete": self.discrete,
+                "layout": "parameter p of data dimension d is params[..., p * num_dims + d]"}
+
 
 class BernoulliLikelihood(Likelihood):
     """p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d)) for binary x; decoder emits logits l.
@@ -304,13 +317,27 @@ class ScaledLikelihood(Likelihood):
             else:  # predicted: s = min_scale + exp(factor * v)
                 bias[self.num_dims:].copy_(torch.log((r - self.min_scale).clamp_min(1e-6)) / self.log_param_factor)
 
+    def describe(self) -> dict:
+        out = super().describe()
+        out["mean"] = ("sigmoid(params[..., :num_dims])" if self.mean_link == "sigmoid"
+                       else "params[..., :num_dims] (identity)")
+        scale = self.scale_description
+        if self.mode == "predicted":
+            scale["formula"] = (f"{self.min_scale:g} + exp({self.log_param_factor:g} * "
+                                "params[..., num_dims:2 * num_dims])")
+        elif self.mode in ("learned_shared", "learned_per_dim"):
+            values = (self.min_scale + torch.exp(self.log_scale.detach())).double().cpu()
+            scale["values"] = values.tolist() if values.dim() else float(values)
+        out["scale"] = scale
+        return out
+
     @property
     def scale_description(self) -> dict:
         """The scale as a report shows it: mode and value(s) (a learned one read from its parameter)."""
         if self.mode == "fixed":
             return {"mode": "fixed", "value": self.fixed_scale}
         if self.mode == "predicted":
-            return {"mode": "predicted", "value": None}
+            return {"mode": "predicted"}
         s = (self.min_scale + torch.exp(self.log_scale.detach())).double().cpu()
         if self.mode == "learned_shared":
             return {"mode": self.mode, "value": float(s)}

@@ -117,6 +117,7 @@ def export_model(model, info, out_dir: str | Path, fmt: str = "torchscript") -> 
         "decoder": {"file": paths["decoder"].name, "input": {"z": ["B", model.latent_dim]},
                     "outputs": {"params": ["B", likelihood.params_per_dim * info.num_dims]}},
         "likelihood": type(likelihood).__name__, "params_per_dim": likelihood.params_per_dim,
+        "p_x_given_z": likelihood.describe(),
         "data_shape": list(info.shape), "support": info.support,
     }
     (out_dir / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -26,6 +26,7 @@ from aevb.data.fingerprint import fingerprint_splits
 from aevb.inference.evaluate import evaluate_elbo, observed_entries, observed_note
 from aevb.models.vae import VAE, build_model
 from aevb.outputs.figures import write_basic_plots
+from aevb.outputs.measure import protocol_text
 from aevb.speed.fastpath import FastElbo, fast_path_reason
 from aevb.training import distributed
 from aevb.training.checkpoint import (
@@ -427,7 +428,7 @@ def finish(ts: TrainState, run: Run) -> None:
         print("test ELBO: not computed (the test split is empty: data.test_fraction = 0)")
         return
     print(f"test ELBO: {test['elbo']:.2f} ± {test['elbo_se']:.2f} nats per example "
-          f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {info.binarization} binarization)"
+          f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {protocol_text(info.binarization, None, info)})"
           + (f"; {test['observed']}" if "observed" in test else ""))
 
 

@@ -64,3 +64,12 @@ def test_train_has_dequantize_sigma_and_standardize_flags():
     args = build_parser().parse_args(["train", "--dequantize", "uniform", "--sigma", "learned_per_dim",
                                       "--standardize", "true"])
     assert (args.dequantize, args.sigma, args.standardize) == ("uniform", "learned_per_dim", "true")
+
+
+def test_score_makes_its_folder_first_and_prints_the_runs_own_test_mean(runs, tmp_path, capsys):
+    out = tmp_path / "new" / "folder" / "scores.csv"
+    assert main(["score", str(runs["bernoulli"]), "--k", "4", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    own = json.loads((runs["bernoulli"] / "eval.json").read_text())["test"]["log_px"]
+    assert out.is_file() and f"the run's own test split: mean log p(x) {own:.3f} nats" in printed
+    assert "Nalisnick et al. 2019" in printed

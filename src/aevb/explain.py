@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import math
 
-LOSSES = ("mse", "bce", "l1")
+LOSSES = ("mse", "bce", "l1", "poisson_nll", "nb_nll", "zinb_nll")
+# losses whose likelihood has no free scale: the reading is k = 1/c (beta = k w), like bce
+SCALE_FREE = ("bce", "poisson_nll", "nb_nll", "zinb_nll")
+LIKELIHOOD_OF = {"mse": "gaussian", "bce": "bernoulli", "l1": "laplace", "poisson_nll": "poisson", "nb_nll": "nb",
+                 "zinb_nll": "zinb"}
 REDUCTIONS = ("sum", "mean")
 
 
@@ -37,19 +41,26 @@ def _laplace(c: float, k: float, dims: int) -> tuple[float, float]:
 
 def _reading(loss: str, c: float, k: float, beta: float, dims: int) -> dict:
     """The likelihood parameters for one multiplier k (beta = k w, passed exactly by the caller)."""
-    if loss == "bce":
+    if loss == "poisson_nll":  # torch's PoissonNLLLoss (full=False) leaves out sum_d log x_d!, which depends on x
+        scale, constant = None, None
+    elif loss in SCALE_FREE:
         scale, constant = None, 0.0
     else:
         scale, constant = (_gaussian if loss == "mse" else _laplace)(c, k, dims)
     return {"multiplier": k, "scale": scale, "constant_nats": constant, "beta": beta,
-            "is_elbo": beta == 1.0, "is_bound": beta >= 1.0}
+            "is_elbo": beta == 1.0, "is_bound": beta >= 1.0,
+            "constant_text": "sum_d log(x_d!) (depends on x only: 0 for x in {0, 1})" if constant is None else
+            f"{constant:.6g} nats"}
 
 
 def explain_loss(loss: str, reduction: str, dims: int, kl_weight: float = 1.0) -> dict:
     """The likelihood, scale, left-out constant and KL weight implied by ``loss``.
 
     Args:
-        loss: "mse" (squared error), "bce" (binary cross-entropy) or "l1" (absolute error).
+        loss: "mse" (squared error), "bce" (binary cross-entropy), "l1" (absolute error), or a count
+            loss: "poisson_nll" (``torch.nn.PoissonNLLLoss`` with log_input=True, full=False:
+            exp(m) - x m per entry), "nb_nll" / "zinb_nll" (the full negative log-PMF of a negative
+            binomial / zero-inflated NB per entry, as scVI and DCA write them).
         reduction: "sum" or "mean" over the D data dimensions of one example.
         dims: D, data dimensions per example.
         kl_weight: w, the weight of the per-example KL term in the loss.
@@ -61,7 +72,8 @@ def explain_loss(loss: str, reduction: str, dims: int, kl_weight: float = 1.0) -
         (the reading with beta = 1 for mse/l1 when w > 0, else None), ``as_sum`` (mse/l1 with
         reduction "mean": the reading k = D, which has the scale of reduction "sum" and beta = D w),
         ``note`` and ``derivation`` (lines of text). For bce the reading is k = 1/c (a Bernoulli
-        has no free scale). "Bound" means in expectation over z ~ q(z|x), as for any ELBO.
+        has no free scale), and likewise for the count losses; for poisson_nll ``constant_nats`` is
+        None (the left-out constant sum_d log x_d! depends on the data; ``constant_text`` says so). "Bound" means in expectation over z ~ q(z|x), as for any ELBO.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
@@ -73,14 +85,14 @@ def explain_loss(loss: str, reduction: str, dims: int, kl_weight: float = 1.0) -
         raise ValueError(f"kl weight must be a finite number >= 0, got {kl_weight!r}")
     c = 1.0 if reduction == "sum" else 1.0 / dims
     w = float(kl_weight)
-    k = float(dims) if (loss == "bce" and reduction == "mean") else 1.0
+    k = float(dims) if (loss in SCALE_FREE and reduction == "mean") else 1.0
     out = {"loss": loss, "reduction": reduction, "dims": dims, "kl_weight": w, "c": c,
-           "likelihood": {"mse": "gaussian", "bce": "bernoulli", "l1": "laplace"}[loss],
-           "scale_name": {"mse": "sigma", "bce": None, "l1": "b"}[loss]}
+           "likelihood": LIKELIHOOD_OF[loss], "scale_name": {"mse": "sigma", "l1": "b"}.get(loss)}
     out.update(_reading(loss, c, k, k * w, dims))
-    out["exact_elbo"] = _reading(loss, c, 1.0 / w, 1.0, dims) if (loss != "bce" and w > 0) else None
-    out["as_sum"] = _reading(loss, c, float(dims), dims * w, dims) if (loss != "bce" and dims > 1 and
-                                                                        reduction == "mean") else None
+    scaled = loss not in SCALE_FREE
+    out["exact_elbo"] = _reading(loss, c, 1.0 / w, 1.0, dims) if (scaled and w > 0) else None
+    out["as_sum"] = _reading(loss, c, float(dims), dims * w, dims) if (scaled and dims > 1 and
+                                                                       reduction == "mean") else None
     out["note"] = NOTES[loss]
     out["derivation"] = derivation(out)
     return out
@@ -92,6 +104,17 @@ NOTES = {
            "log-likelihood: the continuous Bernoulli log-normaliser sum_d log C(lambda_d) >= D log 2 is missing "
            "(use --likelihood continuous_bernoulli)",
     "l1": "exact for real-valued x under a Laplace with the scale b shown",
+    "poisson_nll": "exact for non-negative integer counts x under a Poisson with log-rate m, up to sum_d log x_d! "
+                   "(constant in the model; PoissonNLLLoss(full=True) adds Stirling's approximation of it); "
+                   "train it with --likelihood poisson",
+    "nb_nll": "exact for counts under a negative binomial (mean m, inverse dispersion theta): --likelihood nb",
+    "zinb_nll": "exact for counts under a zero-inflated negative binomial: --likelihood zinb (scVI's default)",
+}
+
+COUNT_PMFS = {
+    "poisson_nll": ("exp(m_d) - x_d m_d", "-log Poisson(x_d; e^m_d) = e^m_d - x_d m_d + log x_d!"),
+    "nb_nll": ("-log NB(x_d; mu_d, theta_d)", "the negative binomial log-PMF, constants included"),
+    "zinb_nll": ("-log ZINB(x_d; mu_d, theta_d, pi_d)", "the zero-inflated NB log-PMF, constants included"),
 }
 
 
@@ -99,6 +122,16 @@ def derivation(r: dict) -> list[str]:
     """A few lines of algebra from the loss to the ELBO, with the numbers filled in."""
     D, c, w, loss = r["dims"], r["c"], r["kl_weight"], r["loss"]
     red = "sum_d" if r["reduction"] == "sum" else f"(1/{D}) sum_d"
+    if loss in COUNT_PMFS:
+        term, pmf = COUNT_PMFS[loss]
+        k, beta = r["multiplier"], r["beta"]
+        return [
+            f"loss = {red} [{term}] + {w:g} KL, so {k:g} * loss = sum_d [{term}] + {beta:g} KL",
+            f"{pmf}, summed over d: the count likelihood's -log p(x|z)",
+            f"so {k:g} * loss + {r['constant_text']} = -[log p(x|z) - beta KL] with beta = {beta:g}"
+            + (" (an exact negative ELBO)" if r["is_elbo"] else " (not an ELBO: beta != 1)"),
+        ] + ([] if r["is_elbo"] else [f"the likelihood has no free scale: an exact ELBO needs KL weight w = 1/{k:g} "
+                                      f"= {1 / k:.6g} with this reduction"])
     if loss == "bce":
         return [
             f"loss = {red} BCE(x_d, p_d) + {w:g} KL, so {r['multiplier']:g} * loss = sum_d BCE + {r['beta']:g} KL",
@@ -138,7 +171,7 @@ def format_explanation(r: dict) -> str:
     lines = [
         f"loss: {r['loss']} with reduction '{r['reduction']}' over D = {r['dims']} dims, KL weight {r['kl_weight']:g}",
         f"likelihood: {r['likelihood']}{scale}",
-        f"constant left out: {r['constant_nats']:.6g} nats per example",
+        f"constant left out: {r['constant_text']} per example",
         f"effective beta (KL weight relative to log p(x|z)): {r['beta']:g}",
         f"-({r['multiplier']:g} * loss + constant) is (in expectation over q) a lower bound on log p(x): {bound}",
     ]

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from aevb.explain import LOSSES, REDUCTIONS
 
     parser.add_argument("--loss", required=True, choices=LOSSES,
-                        help="elementwise reconstruction loss: squared error, binary cross-entropy, absolute error")
+                        help="elementwise reconstruction loss: squared error, binary cross-entropy, absolute error, "
+                             "or a count loss (PoissonNLLLoss, negative binomial / ZINB negative log-PMF)")
     parser.add_argument("--reduction", required=True, choices=REDUCTIONS,
                         help="how the loss is reduced over the data dimensions of one example")
     parser.add_argument("--dims", required=True, type=int, help="D, data dimensions per example (784 for MNIST)")

@@ -73,7 +73,8 @@ def explain_loss(loss: str, reduction: str, dims: int, kl_weight: float = 1.0) -
         reduction "mean": the reading k = D, which has the scale of reduction "sum" and beta = D w),
         ``note`` and ``derivation`` (lines of text). For bce the reading is k = 1/c (a Bernoulli
         has no free scale), and likewise for the count losses; for poisson_nll ``constant_nats`` is
-        None (the left-out constant sum_d log x_d! depends on the data; ``constant_text`` says so). "Bound" means in expectation over z ~ q(z|x), as for any ELBO.
+        None (the left-out constant sum_d log x_d! depends on the data; ``constant_text`` says so).
+        "Bound" means in expectation over z ~ q(z|x), as for any ELBO.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")

@@ -90,7 +90,7 @@ def test_image_grid_of_colour_images_keeps_channels_last():
 
 def test_training_writes_the_basic_figures_as_pngs(trained):
     _, run_dir = trained
-    for name in set(figures.BASIC) - {"prior_components"}:  # that one is drawn for learned priors only
+    for name in set(figures.BASIC) - {"prior_components", "samples_per_class"}:  # learned priors, conditional models only
         with Image.open(run_dir / "plots" / f"{name}.png") as im:
             im.verify()
             assert im.format == "PNG"
@@ -231,7 +231,7 @@ def test_tabular_data_get_heat_maps_and_line_traversals_but_no_manifold():
     ctx = figures.FigureContext(model, Splits(x, x[:0], x[:12], None, None, torch.arange(12) % 3), info,
                                 [{"examples": 10, "train/elbo": -3.0}], seed=0)
     drawn = dict(figures.draw_figures(ctx, figures.BASIC))
-    assert set(drawn) == set(figures.BASIC) - {"manifold", "prior_components"}
+    assert set(drawn) == set(figures.BASIC) - {"manifold", "prior_components", "samples_per_class"}
     rec = drawn["reconstructions"]
     heat = [a for a in rec.axes if a.images and a.get_title()]
     np.testing.assert_allclose(heat[0].images[0].get_array(), x[:12].numpy())

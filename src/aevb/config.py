@@ -69,6 +69,9 @@ class ModelConfig:
     prior: str = _f("standard_normal", "prior p(z): standard_normal, mog (mixture of Gaussians) or vamp (VampPrior); see docs/models.md")
     prior_components: int = _f(0, "K, components of a learned prior (0: 10 for mog, 500 pseudo-inputs for vamp)")
     prior_init: str = _f("data", "vamp: pseudo-inputs start as K training examples (data) or near the training mean (random)", ("data", "random"))
+    conditional: bool = _f(False, "conditional VAE: one-hot labels y into encoder and decoder; every number is log p(x|y)")
+    conditional_prior: bool = _f(False, "conditional VAE: a learned prior N(mu_y, diag s_y^2) per class instead of model.prior")
+    num_classes: int = _f(0, "conditional VAE: number of classes C (0: from the training labels, max + 1)")
     posterior: str = _f("gaussian", "posterior family q(z|x): gaussian, full_covariance, planar, iaf (see docs/models.md)")
     flow_steps: int = _f(4, "planar/iaf posteriors: number of flow steps K")
     flow_hidden: list = _f([100], "iaf posterior: hidden layer sizes of each step's MADE network")
@@ -279,9 +282,19 @@ def validate(cfg: RunConfig) -> RunConfig:
         problems.append(f"model.likelihood = {m.likelihood!r}: allowed values are {', '.join(sorted(LIKELIHOODS))}")
     if m.prior not in PRIORS:
         problems.append(f"model.prior = {m.prior!r}: allowed values are {', '.join(sorted(PRIORS))}")
-    elif o.name == "elbo" and o.kl == "analytic" and not PRIORS[m.prior].analytic_kl:
+    elif o.name == "elbo" and o.kl == "analytic" and not PRIORS[m.prior].analytic_kl and not m.conditional_prior:
         problems.append(f"objective.kl = 'analytic': the {m.prior} prior has no closed-form KL(q(z|x) || p(z)); "
                         "use objective.kl = mc (the Monte Carlo KL, AEVB eq. 6)")
+    if m.conditional and m.prior == "vamp":
+        problems.append("model.prior = 'vamp' with model.conditional = true: the pseudo-inputs carry no labels; "
+                        "allowed: standard_normal or mog, or model.conditional_prior = true")
+    if m.conditional and m.arch != "mlp":
+        problems.append(f"model.arch = {m.arch!r} with model.conditional = true: the labels join the input of an "
+                        "MLP; allowed value is mlp")
+    if m.conditional_prior and not m.conditional:
+        problems.append("model.conditional_prior = true needs model.conditional = true")
+    if m.num_classes < 0:
+        problems.append(f"model.num_classes = {m.num_classes!r}: must be >= 0 (0: from the training labels)")
     if m.prior_components < 0:
         problems.append(f"model.prior_components = {m.prior_components!r}: must be >= 0 (0: the prior's default)")
     problems += posterior_problems(cfg)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     x, labels, info = load_data(cfg, model, args.data, split, args.data_dir, run_info)
-    mu, log_var = encode(model, x)
+    mu, log_var = encode(model, x, labels=labels)  # labels: used by a conditional model, q(z|x,y)
     arrays = {"mu": mu.numpy(), "log_var": log_var.numpy()}
     if labels is not None:
         arrays["labels"] = labels.numpy()

@@ -90,6 +90,8 @@ def format_table(r: dict, run_dir: str, which: str) -> str:
         ("active units", f"{r['active_units']}/{r['latent_dim']}  (Var over x of E_q[z_d] > 0.01)"),
         ("protocol", protocol_text(r["binarization"], r["seed"], r.get("measure_info"))),
     ] + ([("observed", r["observed"])] if r.get("observed") else [])
+    if r.get("conditional"):  # a conditional VAE: the numbers are of log p(x|y)
+        rows.insert(2, ("conditional", r["conditional"]))
     lines = [f"  {name:<13} {value}" for name, value in rows if value]
     if measure.get("hint"):
         lines.append(f"  {'note':<13} {measure['hint']}")
@@ -135,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     x, labels, _ = load_data(cfg, model, None, args.split)
     result = evaluate(model, x, info, k=args.k, seed=args.seed, memory_mb=args.memory_mb,
+                      labels=labels if getattr(model, "conditional", False) else None,
                       progress=not (args.quiet or args.json), split=args.split, workers=args.threads or None)
     result["checkpoint"] = args.which
     describe_result(result, model, info)

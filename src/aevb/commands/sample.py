@@ -2,7 +2,9 @@
 
 By default each cell shows the mean E[x|z] of p(x|z) for z ~ p(z); --draws shows x ~ p(x|z)
 instead (for a Bernoulli likelihood: binary pixels). Tabular data are drawn as a heat map
-(sample x dimension).
+(sample x dimension). A conditional model (model.conditional) samples p(x|z,y), z ~ p(z|y): every
+sample of class ``--label C``, or by default the classes 0, 1, ... in turn (a 10-column grid of
+10 classes then shows one class per column).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of z ~ p(z) and of the draws (default: 0)")
     parser.add_argument("--draws", action="store_true", help="show x ~ p(x|z) instead of the mean of p(x|z)")
     parser.add_argument("--which", default="last", help="checkpoint: last, best or step-N (default: last)")
+    parser.add_argument("--label", type=int, default=None,
+                        help="conditional models: draw every sample of this class (default: the classes in turn)")
 
 
 def check_png_args(n: int, out: str | None, run_dir: str = "", default: str = "") -> Path:
@@ -51,7 +55,13 @@ def run(args: argparse.Namespace) -> int:
     splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
     g = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)  # x ~ p(x|z) uses the global generator
-    x = model.sample(args.n, generator=g, mean=not args.draws)
+    if args.label is not None and not getattr(model, "conditional", False):
+        raise ValueError(f"--label {args.label}: the run's model is not conditional (model.conditional = false)")
+    if getattr(model, "conditional", False):
+        labels = torch.full((args.n,), args.label) if args.label is not None else None
+        x = model.sample(args.n, generator=g, mean=not args.draws, labels=labels)
+    else:
+        x = model.sample(args.n, generator=g, mean=not args.draws)
     title = "samples: x ~ p(x|z), z ~ p(z)" if args.draws else "samples: mean of p(x|z), z ~ p(z)"
     ncols = min(10, math.ceil(math.sqrt(args.n))) if args.n < 100 else 10
     save_figure(plot_samples(to_display(model, x), info.shape, ncols=ncols, title=title, cmap=choose_cmap(splits.train)), out)

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         model.likelihood_module.check_data(x, where=f"{info.name} ({split} rows)")
     log_px, elbo = score_examples(model, x, binarization=info.binarization, k=args.k, seed=args.seed,
                                   memory_mb=args.memory_mb, progress=not args.quiet,
-                                  workers=args.threads or None)
+                                  workers=args.threads or None, labels=labels)
     write_scores(args.out, log_px, elbo, labels)
     print(f"wrote {len(x)} scores (log p(x) with K={args.k}, ELBO; nats) to {args.out}; "
           f"mean log p(x) {float(log_px.mean()):.3f}")

@@ -89,8 +89,9 @@ def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, m
         "active_units", "latent_dim", "split", "binarization", "seed", "data"}: means over examples in
         nats per example (``*_se`` = standard errors), bits_per_dim None for continuous data.
     """
+    conditional = getattr(model, "conditional", False)
     stats = importance_sample(model, x, k=k, seed=seed, memory_mb=memory_mb, binarization=info.binarization,
-                              progress=progress, workers=workers)
+                              progress=progress, workers=workers, labels=labels if conditional else None)
     elbo, elbo_se = mean_and_se(stats["elbo"])
     log_px, log_px_se = mean_and_se(stats["log_px"])
     observed = observed_entries(x, info)
@@ -101,6 +102,8 @@ def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, m
               "split": split, "binarization": info.binarization, "seed": seed, "data": getattr(info, "name", "")}
     if observed is not None:
         result["observed"] = observed_note(observed, info.num_dims)
+    if conditional:
+        result["conditional"] = "every number is of log p(x|y), given the example's label y"
     if labels is not None:
         result["by_label"] = {}
         for label in torch.unique(labels).tolist():
@@ -111,20 +114,23 @@ def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, m
 
 
 def score_examples(model, x: torch.Tensor, *, binarization: str = "none", k: int = 5000, seed: int = 1234,
-                   memory_mb: int = 512, progress: bool = True,
-                   workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   memory_mb: int = 512, progress: bool = True, workers: int | None = None,
+                   labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example (log p(x) estimate L_K, ELBO), each (N,) float64 in nats, in the order of x.
 
-    Lower scores mean more unusual examples (anomaly detection).
+    Lower scores mean more unusual examples (anomaly detection). A conditional model needs the
+    labels (N,) and scores log p(x|y).
     """
     stats = importance_sample(model, x, k=k, seed=seed, memory_mb=memory_mb, binarization=binarization,
-                              progress=progress, workers=workers)
+                              progress=progress, workers=workers, labels=labels)
     return stats["log_px"], stats["elbo"]
 
 
 @torch.no_grad()
-def encode(model, x: torch.Tensor, *, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and log-variances of q(z|x) for x (N, num_dims) as given (no binarization).
+def encode(model, x: torch.Tensor, *, batch_size: int = 1000,
+           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and log-variances of q(z|x) for x (N, num_dims) as given (no binarization);
+    of q(z|x,y) for a conditional model, which needs the labels (N,).
 
     Returns:
         (mu, log_var), each (N, D) float32 on the CPU.
@@ -132,7 +138,9 @@ def encode(model, x: torch.Tensor, *, batch_size: int = 1000) -> tuple[torch.Ten
     device = next(model.parameters()).device
     mus, log_vars = [], []
     for i in range(0, len(x), batch_size):
-        mu, sigma = posterior_loc_scale(model.posterior(x[i:i + batch_size].to(device)))
+        m = model.given(_labels_for(model, labels, len(x))[i:i + batch_size]) if getattr(model, "conditional", False) \
+            else model
+        mu, sigma = posterior_loc_scale(m.posterior(x[i:i + batch_size].to(device)))
         mus.append(mu.float().cpu())
         log_vars.append((2 * sigma.log()).float().cpu())
     latent_dim = model.latent_dim
@@ -141,8 +149,15 @@ def encode(model, x: torch.Tensor, *, batch_size: int = 1000) -> tuple[torch.Ten
     return torch.cat(mus), torch.cat(log_vars)
 
 
+def _labels_for(model, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+    if labels is None or len(labels) != n:
+        raise ValueError(f"a conditional model needs one label per example ({n}), got "
+                         f"{'none' if labels is None else len(labels)}")
+    return labels
+
+
 def evaluate_elbo(model, x: torch.Tensor, *, binarization: str = "none", batch_size: int = 1000,
-                  seed: int = 1234, num_samples: int = 1) -> dict:
+                  seed: int = 1234, num_samples: int = 1, labels: torch.Tensor | None = None) -> dict:
     """Mean ELBO (analytic KL) over x with its standard error and its two terms, in nats per example.
 
     E_q[log p(x|z)] is estimated with ``num_samples`` draws per example; ``batch_size`` caps the
@@ -154,7 +169,7 @@ def evaluate_elbo(model, x: torch.Tensor, *, binarization: str = "none", batch_s
     if len(x) == 0:
         return {"n": 0, "elbo": math.nan, "elbo_se": math.nan, "recon": math.nan, "kl": math.nan}
     stats = importance_sample(model, x, k=num_samples, seed=seed, binarization=binarization, progress=False,
-                              max_examples=batch_size)
+                              max_examples=batch_size, labels=labels)
     elbo, elbo_se = mean_and_se(stats["elbo"])
     return {"n": len(x), "elbo": elbo, "elbo_se": elbo_se, "recon": float(stats["recon"].mean()),
             "kl": float(stats["kl"].mean())}

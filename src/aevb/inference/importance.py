@@ -237,6 +237,8 @@ def chunk_stats(model, decode, x: torch.Tensor, eps: torch.Tensor, block: int) -
         log_ratio += (log_q_z - log_p_z).double().sum(1)
     recon /= k
     try:
+        if p_z.batch_shape not in ((), q_z.batch_shape):  # p(z|y) laid out (B, 1) for the blocks: no closed form here
+            raise NotImplementedError
         kl = kl_divergence(q_z, p_z).double()
     except NotImplementedError:  # no closed form registered: Monte Carlo on the same draws
         kl = log_ratio / k
@@ -283,7 +285,7 @@ def _num_params(model, x: torch.Tensor) -> int:
 @torch.no_grad()
 def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234, memory_mb: int = 512,
                       binarization: str = "none", progress: bool = True, max_examples: int | None = None,
-                      workers: int | None = None) -> dict:
+                      workers: int | None = None, labels: torch.Tensor | None = None) -> dict:
     """Per-example L_K, ELBO, its terms and posterior means over x (N, num_dims), in input order.
 
     Args:
@@ -297,6 +299,8 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
         max_examples: cap on examples per chunk (None: from memory_mb).
         workers: chunks evaluated in parallel threads (None: torch's thread count on the CPU, 1
             elsewhere); the numbers do not depend on it. memory_mb is shared among them.
+        labels: (N,) class labels, required by a conditional model (``model.conditional``): its
+            numbers are then log p(x|y) (``models/conditional.py``); ignored by other models.
 
     Returns:
         {"log_px", "elbo", "recon", "kl"}: (N,) float64 tensors on the CPU, in nats;
@@ -313,17 +317,31 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
     if max_examples:
         examples = max(1, min(examples, max_examples))
     generator = torch.Generator(device=device).manual_seed(seed + 1)
-    decode = SigmoidMLP.from_decoder(model.decoder) or model.decoder
+    conditional = getattr(model, "conditional", False)
+    if conditional and (labels is None or len(labels) != len(x)):
+        raise ValueError(f"a conditional model scores log p(x|y): give one label per example ({len(x)}), "
+                         f"got {'none' if labels is None else len(labels)}")
+    decode = None if conditional else SigmoidMLP.from_decoder(model.decoder) or model.decoder
     like = next(model.parameters())
+    lab = labels if conditional and labels is not None else None
     if 16 * k * model.latent_dim > max(1, memory_mb // workers) * 2**20:  # one example's noise exceeds its share
         workers = 1  # the noise is drawn inside chunk_stats, so examples must run in order
-        jobs = ((x[i:i + 1].to(device), NoiseStream(generator, k, model.latent_dim, like)) for i in range(len(x)))
+        jobs = ((x[i:i + 1].to(device), NoiseStream(generator, k, model.latent_dim, like),
+                 None if lab is None else lab[i:i + 1]) for i in range(len(x)))
     else:
-        jobs = ((x[i:i + examples].to(device), draw_noise(generator, len(x[i:i + examples]), k, model.latent_dim, like))
+        jobs = ((x[i:i + examples].to(device), draw_noise(generator, len(x[i:i + examples]), k, model.latent_dim, like),
+                 None if lab is None else lab[i:i + examples])
                 for i in range(0, len(x), examples))
+
+    def run_chunk(job):
+        if job[2] is None:
+            return chunk_stats(model, decode, job[0], job[1], block)
+        labelled = model.given(job[2], examples_first=True)  # z in blocks (B, S, D)
+        return chunk_stats(labelled, labelled.decoder, job[0], job[1], block)
+
     parts: dict[str, list] = {"log_px": [], "elbo": [], "recon": [], "kl": [], "mu": []}
     with tqdm(total=len(x), desc=f"L_{k}", unit="ex", disable=not progress, leave=False, mininterval=0.5) as bar:
-        for stats in run_jobs(lambda job: chunk_stats(model, decode, job[0], job[1], block), jobs, workers):
+        for stats in run_jobs(run_chunk, jobs, workers):
             for key in parts:
                 parts[key].append(stats[key].cpu())
             bar.update(len(stats["log_px"]))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from aevb.models.conditional import ConditionalVAE
 from aevb.models.decoders import DECODERS
 from aevb.models.likelihoods import Likelihood, build_likelihood
 from aevb.models.masks import masked_parts
@@ -82,7 +83,7 @@ class VAE(nn.Module):
 
 
 def build_model(model_cfg, info, train_mean: torch.Tensor | None = None,
-                train_data: torch.Tensor | None = None) -> VAE:
+                train_data: torch.Tensor | None = None) -> VAE | ConditionalVAE:
     """A VAE for data described by ``info`` (``DataInfo``) from a ``ModelConfig``.
 
     Args:
@@ -96,6 +97,19 @@ def build_model(model_cfg, info, train_mean: torch.Tensor | None = None,
             residual) start from them; None leaves their default start (a checkpoint overwrites it).
     """
     likelihood = build_likelihood(model_cfg, info)
+    if getattr(model_cfg, "conditional", False):  # q(z|x,y), p(x|z,y): models/conditional.py
+        from aevb.models.conditional import build_conditional_model
+
+        if getattr(info, "missing", "error") == "mask":
+            raise ValueError("model.conditional = true with masked (NaN) entries is not supported; "
+                             "fill or drop the missing values, or train without labels")
+        model = build_conditional_model(model_cfg, info, build_encoder, DECODERS, build_prior(model_cfg, info),
+                                        likelihood)
+        if train_data is not None and model_cfg.init_bias_from_data:
+            likelihood.init_from_data(model.decoder.output_bias, train_data, model_cfg.latent_dim)
+        elif train_mean is not None and model_cfg.init_bias_from_data:
+            likelihood.init_output_bias(model.decoder.output_bias, train_mean)
+        return model
     if getattr(info, "missing", "error") == "mask":  # NaN entries are unobserved: models/masks.py
         likelihood, encoder = masked_parts(model_cfg, info, likelihood, build_encoder)
     else:

@@ -15,7 +15,8 @@ import torch
 
 from aevb.outputs import plots
 
-BASIC = ("reconstructions", "samples", "manifold", "prior_components", "traversals", "latent", "curves")
+BASIC = ("reconstructions", "samples", "samples_per_class", "manifold", "prior_components", "traversals", "latent",
+         "curves")
 EXTRA = ("sample_draws", "latent_tsne")
 NUM_RECONSTRUCTIONS = 50
 NUM_SAMPLES = 100
@@ -25,6 +26,7 @@ MAX_TRAVERSAL_DIMS = 32
 MAX_SCATTER_POINTS = 2000
 NUM_PRIOR_COMPONENTS = 10  # rows of the prior_components figure
 SAMPLES_PER_COMPONENT = 9
+SAMPLES_PER_CLASS = 10
 
 
 def choose_cmap(x: torch.Tensor) -> str:
@@ -32,11 +34,21 @@ def choose_cmap(x: torch.Tensor) -> str:
     return "gray_r" if float(x.float().mean()) < 0.5 else "gray"
 
 
+def labelled(model, labels: torch.Tensor | None):
+    """The model itself, or for a conditional model the model given ``labels`` (``model.given``)."""
+    if not getattr(model, "conditional", False):
+        return model
+    if labels is None:
+        raise ValueError("this conditional model needs the data's labels for this figure")
+    return model.given(labels)
+
+
 @torch.no_grad()
-def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """E_q[z|x] for (N, num_dims) x, batched; returns (N, D) on the CPU."""
+def posterior_means(model, x: torch.Tensor, batch_size: int = 1000, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """E_q[z|x] (E_q[z|x,y] for a conditional model, given ``labels``) for (N, num_dims) x, batched; (N, D) on the CPU."""
     device = next(model.parameters()).device
-    out = [model.posterior(x[i:i + batch_size].to(device)).mean.cpu() for i in range(0, len(x), batch_size)]
+    out = [labelled(model, None if labels is None else labels[i:i + batch_size])
+           .posterior(x[i:i + batch_size].to(device)).mean.cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, model.latent_dim)
 
 
@@ -79,7 +91,8 @@ class FigureContext:
 
     def posterior_means(self) -> torch.Tensor:
         if self._mu is None:
-            self._mu = posterior_means(self.model, self.eval_split()[0])
+            x, y = self.eval_split()
+            self._mu = posterior_means(self.model, x, labels=y)
         return self._mu
 
     def generator(self) -> torch.Generator:
@@ -87,9 +100,10 @@ class FigureContext:
 
 
 def _reconstructions(ctx: FigureContext):
-    x = ctx.eval_split()[0][:NUM_RECONSTRUCTIONS]
+    x, y = ctx.eval_split()
+    x = x[:NUM_RECONSTRUCTIONS]
     device = next(ctx.model.parameters()).device
-    x_rec = ctx.model.reconstruct(x.to(device)).cpu()
+    x_rec = labelled(ctx.model, None if y is None else y[:NUM_RECONSTRUCTIONS]).reconstruct(x.to(device)).cpu()
     return plots.plot_reconstructions(to_display(ctx.model, x), to_display(ctx.model, x_rec), ctx.info.shape,
                                       cmap=ctx.cmap)
 
@@ -112,9 +126,30 @@ def most_active(ctx: FigureContext) -> tuple[list[int], torch.Tensor]:
     return torch.argsort(activity, descending=True, stable=True).tolist(), activity
 
 
+def conditional_skip(ctx: FigureContext, name: str) -> bool:
+    """Record why a figure of z alone is not drawn for a conditional model (its decoder needs y)."""
+    if getattr(ctx.model, "conditional", False):
+        ctx.skipped[name] = "the model is conditional: p(x|z,y) needs a label (see samples_per_class.png)"
+        return True
+    return False
+
+
+@torch.no_grad()
+def _samples_per_class(ctx: FigureContext):
+    """Conditional models: one row per class y, E[x|z,y] for z ~ p(z|y)."""
+    if not getattr(ctx.model, "conditional", False):
+        return None
+    c = ctx.model.num_classes
+    labels = torch.arange(c).repeat_interleave(SAMPLES_PER_CLASS)  # row y: SAMPLES_PER_CLASS draws of class y
+    x = to_display(ctx.model, ctx.model.sample(len(labels), generator=ctx.generator(), labels=labels).cpu())
+    names = getattr(ctx.info, "label_names", None) or list(range(c))
+    return plots.plot_samples(x, ctx.info.shape, ncols=SAMPLES_PER_CLASS, cmap=ctx.cmap,
+                              title=f"samples per class, one row per label ({names[0]} at the top): E[x|z,y], z ~ p(z|y)")
+
+
 def _manifold(ctx: FigureContext):
     d = ctx.model.latent_dim
-    if d < 2 or not plots.is_image(ctx.info.shape):
+    if d < 2 or not plots.is_image(ctx.info.shape) or conditional_skip(ctx, "manifold"):
         return None
     prior = ctx.model.prior_module
     if getattr(prior, "learned", False):
@@ -133,6 +168,8 @@ def _prior_components(ctx: FigureContext):
     itself (the VampPrior's pseudo-input u_k, or E[x|z = mu_k]), then E[x|z] for z drawn from it."""
     from aevb.models.mixtures import DiagonalGaussianMixture, sample_components
 
+    if getattr(ctx.model, "conditional", False):
+        return None
     p_z = ctx.model.prior()
     if not isinstance(p_z, DiagonalGaussianMixture):
         return None
@@ -152,6 +189,8 @@ def _prior_components(ctx: FigureContext):
 
 
 def _traversals(ctx: FigureContext):
+    if conditional_skip(ctx, "traversals"):
+        return None
     order, activity = most_active(ctx)
     order = order[:MAX_TRAVERSAL_DIMS]
     z = plots.traversal_latents(ctx.model.latent_dim, order, TRAVERSAL_STEPS)
@@ -178,6 +217,7 @@ FIGURES = {
     "reconstructions": _reconstructions,
     "samples": _samples,
     "sample_draws": _sample_draws,
+    "samples_per_class": _samples_per_class,
     "manifold": _manifold,
     "prior_components": _prior_components,
     "traversals": _traversals,

@@ -26,6 +26,7 @@ CAPTIONS = {
     "samples": "Means of p(x|z) for z drawn from the prior.",
     "sample_draws": "Draws x ~ p(x|z) for z drawn from the prior.",
     "manifold": "Decoded grid of z through the prior's inverse CDF (AEVB figure 4).",
+    "samples_per_class": "Conditional model: one row per class y, the means of p(x|z,y) for z drawn from p(z|y).",
     "prior_components": "The learned prior's heaviest components, one per row: the component itself (VampPrior "
                         "pseudo-input, or the decoded mean), then decoded draws from it.",
     "traversals": "One row per latent dimension, most active first; z_d runs over prior quantiles, others 0.",

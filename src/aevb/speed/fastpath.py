@@ -138,6 +138,7 @@ def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
         (type(getattr(model, "decoder", None)) is not Decoder
          or mlp_layers(model.decoder.net) is None, "the decoder is not an MLP"),
         (type(getattr(model, "prior_module", None)) is not StandardNormalPrior, "the prior is not standard_normal"),
+        (getattr(model, "conditional", False), "the model is conditional (labels join the encoder and decoder inputs)"),
         (not supported_likelihood(getattr(model, "likelihood_module", None)),
          "the likelihood is not bernoulli or gaussian with a fixed sigma"),
         (not all(p.requires_grad for p in model.parameters()), "some parameters are frozen"),

@@ -102,6 +102,27 @@ def check_data_fits(model: VAE, splits: Splits, info) -> None:
         model.likelihood_module.check_data(x, where=f"{info.name} {split} split")
 
 
+def resolve_num_classes(cfg: RunConfig, splits: Splits, info) -> None:
+    """A conditional model needs labels on every non-empty split; ``model.num_classes`` 0 becomes
+    the number of label names, else the largest training label + 1 (saved in config.json)."""
+    if not cfg.model.conditional:
+        return
+    for split in ("train", "valid", "test"):
+        x, y = splits.get(split)
+        if len(x) and y is None:
+            raise ValueError(f"model.conditional = true needs labels, but the {split} split of {info.name} has none; "
+                             "labels come from IDX label files, class sub-folders, a CSV label column "
+                             "(data.label_column) or a labels/y array in .npz")
+    labels = [y for y in (splits.train_labels, splits.valid_labels, splits.test_labels) if y is not None and len(y)]
+    if cfg.model.num_classes == 0:
+        names = getattr(info, "label_names", None)
+        cfg.model.num_classes = len(names) if names else int(splits.train_labels.max()) + 1
+    top = max(int(y.max()) for y in labels)
+    if top >= cfg.model.num_classes or min(int(y.min()) for y in labels) < 0:
+        raise ValueError(f"labels run to {top} but model.num_classes = {cfg.model.num_classes}: labels must be "
+                         f"0..num_classes-1")
+
+
 def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
     """The order of the training examples in a 0-based epoch: a function of (seed, epoch) only."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -177,7 +198,8 @@ def validate_now(ts: TrainState, run: Run) -> dict:
     if len(run.splits.valid) == 0:
         return {}
     ts.model.eval()
-    v = evaluate_elbo(ts.model, run.splits.valid, binarization=run.info.binarization, seed=run.cfg.eval.seed)
+    v = evaluate_elbo(ts.model, run.splits.valid, binarization=run.info.binarization, seed=run.cfg.eval.seed,
+                      labels=run.splits.valid_labels)
     ts.model.train()
     if v["elbo"] > ts.best_valid:
         ts.best_valid, ts.best_step, ts.stale_validations = v["elbo"], ts.step, 0
@@ -264,6 +286,7 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
     cfg, ctx = run.cfg, run.ctx
     t, o = cfg.train, cfg.objective
     x_train = run.splits.train
+    y_train = run.splits.train_labels if getattr(ts.model, "conditional", False) else None
     n, batch_size = len(x_train), min(t.batch_size, len(x_train))
     steps_per_epoch = math.ceil(n / batch_size)
     params = [p for p in ts.model.parameters() if p.requires_grad]
@@ -283,10 +306,12 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
         idx = perm[ts.batch * batch_size:(ts.batch + 1) * batch_size]  # the global batch
         rows = ctx.local_rows(len(idx))  # this rank's share of it
         x, eps = draw_batch(x_train, idx, rows, run.info.binarization, o.num_samples, ts.model.latent_dim, ts.noise)
+        labels = y_train[idx[rows]] if y_train is not None else None  # conditional models only
         hooks.poison(ts.step + 1, eps)
         beta = o.beta if o.warmup_steps == 0 else o.beta * min(1.0, (ts.step + 1) / o.warmup_steps)
         sums, why = step_fn(module, ts.model, ts.optimizer, params, x, eps, beta,
-                            idx[rows], len(idx), ctx.world_size, t, n, any_rank)
+                            idx[rows], len(idx), ctx.world_size, t, n, any_rank,
+                            **({"labels": labels} if labels is not None else {}))
         if sums is None:
             roll_back(ts, run, snapshot, why)
             local_sums.zero_()
@@ -412,8 +437,8 @@ def finish(ts: TrainState, run: Run) -> None:
     if not run.ctx.is_main:
         return
     ts.model.eval()
-    test = evaluate_elbo(ts.model, splits.test, binarization=info.binarization, seed=run.cfg.eval.seed) \
-        if len(splits.test) else None
+    test = evaluate_elbo(ts.model, splits.test, binarization=info.binarization, seed=run.cfg.eval.seed,
+                         labels=splits.test_labels) if len(splits.test) else None
     observed = observed_entries(splits.test, info) if test else None
     if test and observed is not None:
         test["observed"] = observed_note(observed, info.num_dims)
@@ -427,7 +452,8 @@ def finish(ts: TrainState, run: Run) -> None:
     if test is None:
         print("test ELBO: not computed (the test split is empty: data.test_fraction = 0)")
         return
-    print(f"test ELBO: {test['elbo']:.2f} ± {test['elbo_se']:.2f} nats per example "
+    given_y = " (a bound on log p(x|y): the model is conditional)" if getattr(ts.model, "conditional", False) else ""
+    print(f"test ELBO{given_y}: {test['elbo']:.2f} ± {test['elbo_se']:.2f} nats per example "
           f"(recon {test['recon']:.2f}, KL {test['kl']:.2f}; n={test['n']}, {protocol_text(info.binarization, None, info)})"
           + (f"; {test['observed']}" if "observed" in test else ""))
 
@@ -458,9 +484,12 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
         if ctx.is_main:  # one writer per run directory; refuses a second trainer and a reused --out
             lock = claim_run_dir(run_dir, new=not resume, overwrite=overwrite)
         splits, info = build_datasets(cfg.data, cfg.model.likelihood)
+        resolve_num_classes(cfg, splits, info)
         ts = build_state(cfg, splits, info, device)  # checks that the data fit the model first
         ts.data_fingerprint = fingerprint_splits(splits.train, splits.valid, splits.test)
-        splits = Splits(*(t.to(device) for t in (splits.train, splits.valid, splits.test)))
+        splits = Splits(*(t.to(device) for t in (splits.train, splits.valid, splits.test)),
+                        *(None if y is None else y.to(device)
+                          for y in (splits.train_labels, splits.valid_labels, splits.test_labels)))
         log = MetricsLog(run_dir / "metrics.jsonl", enabled=ctx.is_main,
                          tensorboard=cfg.train.tensorboard and ctx.is_main)
         run = Run(cfg, splits, info, run_dir, ctx, log)

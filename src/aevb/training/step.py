@@ -66,8 +66,9 @@ class BoundModule(nn.Module):
         self.objective = OBJECTIVES[objective_cfg.name]
         self.num_samples, self.kl = objective_cfg.num_samples, objective_cfg.kl
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor, beta: float):
-        b = self.objective(_PresetNoiseModel(self.model, eps), x, num_samples=self.num_samples, kl=self.kl,
+    def forward(self, x: torch.Tensor, eps: torch.Tensor, beta: float, labels: torch.Tensor | None = None):
+        model = self.model.given(labels) if labels is not None else self.model  # conditional: labels bound
+        b = self.objective(_PresetNoiseModel(model, eps), x, num_samples=self.num_samples, kl=self.kl,
                            beta=beta)
         return b.value, b.recon, b.kl
 
@@ -108,7 +109,8 @@ def first_bad_gradient(model: nn.Module) -> str:
 
 def optimizer_step(module: nn.Module, model: nn.Module, optimizer, params: list, x: torch.Tensor,
                    eps: torch.Tensor, beta: float, examples: torch.Tensor, global_count: int, world_size: int,
-                   train_cfg, num_train: int, any_rank) -> tuple[torch.Tensor | None, str]:
+                   train_cfg, num_train: int, any_rank,
+                   labels: torch.Tensor | None = None) -> tuple[torch.Tensor | None, str]:
     """Forward, check, backward, prior gradient, clip, check, step.
 
     The local loss is -sum(bound) * W / B_global so that DDP's average of the W ranks' gradients
@@ -119,7 +121,7 @@ def optimizer_step(module: nn.Module, model: nn.Module, optimizer, params: list,
         (None, why) when the bound or the gradient is non-finite; then no step was taken and
         ``why`` names the term and the training examples (``examples``: their dataset indices).
     """
-    value, recon, kl = module(x, eps, beta)
+    value, recon, kl = module(x, eps, beta) if labels is None else module(x, eps, beta, labels)
     if any_rank(not bool(torch.isfinite(value).all())):
         return None, describe_nonfinite(value, recon, kl, examples)
     loss = -value.sum() * (world_size / global_count)

@@ -33,6 +33,7 @@ from aevb.data import DataInfo
 from aevb.data.scaling import FeatureScaling, is_integer_levels, resolve_scaling
 from aevb.inference.importance import importance_sample
 from aevb.models.vae import build_model
+from aevb.training.checkpoint import normal_file_mode
 from aevb.training.optim import build_optimizer
 from aevb.training.step import draw_batch, optimizer_step
 
@@ -335,6 +336,7 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         tensors.update({"scaling.offset": np.asarray(self.scaling_.offset, np.float64),
                         "scaling.scale": np.asarray(self.scaling_.scale, np.float64)})
         save_file(tensors, str(path / "model.safetensors"))
+        normal_file_mode(path / "model.safetensors")
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         meta = {"format": "aevb.AEVB/1", "params": params, "info": self.info_.to_dict(), "levels": self.levels_,
                 "scaling_mode": self.scaling_.mode, "input_shape": list(self.input_shape_),

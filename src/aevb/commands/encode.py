@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".npz", ".csv"):
         raise ValueError(f"--out {args.out}: unknown file type {suffix or '(none)'}; use a name ending in .npz or .csv")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     split = data_split(args)
     cfg, model, run_info = load(args)
     if args.threads:

@@ -67,6 +67,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
                              "run's seeded train/valid/test split (default: all with --data, else test)")
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar unless --quiet or stderr is not a terminal (a log file gets no carriage returns)."""
+    import sys
+
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
 def data_split(args: argparse.Namespace) -> str:
     """The --split of score/encode: as given, else "all" for --data and "test" for the run's data."""
     return args.split or ("all" if args.data else "test")
@@ -138,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     x, labels, _ = load_data(cfg, model, None, args.split)
     result = evaluate(model, x, info, k=args.k, seed=args.seed, memory_mb=args.memory_mb,
                       labels=labels if getattr(model, "conditional", False) else None,
-                      progress=not (args.quiet or args.json), split=args.split, workers=args.threads or None)
+                      progress=show_progress(args) and not args.json, split=args.split, workers=args.threads or None)
     result["checkpoint"] = args.which
     describe_result(result, model, info)
     run_dir = Path(args.run_dir)

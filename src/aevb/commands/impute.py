@@ -42,6 +42,7 @@ def write_array(path: str | Path, x: np.ndarray) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aevb.commands.evaluate import show_progress
     from aevb.data import load_raw
     from aevb.data.run_rows import load_data
     from aevb.data.transforms import from_model_values
@@ -49,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
     from aevb.training.checkpoint import load_run
     from aevb.training.loop import resolve_device
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     cfg, model, run_info = load_run(args.run_dir, which=args.which, device=resolve_device(args.device))
     if getattr(run_info, "missing", "error") != "mask":
         raise ValueError(f"{args.run_dir} was trained without data.missing = mask; its encoder cannot read missing "
                          "entries. Train with --set data.missing=mask to impute")
     x, _, info = load_data(cfg, model, args.data, "all", None, run_info)
     model.likelihood_module.check_data(x, where=f"{args.data}")
-    filled = impute(model, x, k=args.k, seed=args.seed, progress=not args.quiet)
+    filled = impute(model, x, k=args.k, seed=args.seed, progress=show_progress(args))
     raw = load_raw(dataclasses.replace(cfg.data, name=args.data))
     values = from_model_values(filled, raw, info).numpy().reshape((len(filled), *info.shape))
     write_array(args.out, values)

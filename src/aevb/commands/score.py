@@ -18,7 +18,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from aevb.commands.evaluate import add_common_arguments, add_data_arguments, data_split, load
+from aevb.commands.evaluate import add_common_arguments, add_data_arguments, data_split, load, show_progress
 from aevb.data.run_rows import load_data
 
 HELP = "per-example log p(x) and ELBO of a data set under a trained run (CSV, input row order)"
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if info.binarization != "dynamic":
         model.likelihood_module.check_data(x, where=f"{info.name} ({split} rows)")
     log_px, elbo = score_examples(model, x, binarization=info.binarization, k=args.k, seed=args.seed,
-                                  memory_mb=args.memory_mb, progress=not args.quiet,
+                                  memory_mb=args.memory_mb, progress=show_progress(args),
                                   workers=args.threads or None, labels=labels)
     write_scores(args.out, log_px, elbo, labels)
     print(f"wrote {len(x)} scores (log p(x) with K={args.k}, ELBO; nats) to {args.out}; "

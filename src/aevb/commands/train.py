@@ -151,8 +151,24 @@ def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) ->
     return cfg
 
 
+def interrupted_message(run_dir: str) -> str:
+    """What Ctrl-C leaves and the exact command that continues the run (or that there is none yet)."""
+    import shlex
+    from pathlib import Path
+
+    from aevb.training.checkpoint import list_checkpoints
+
+    found = list_checkpoints(Path(run_dir)) if Path(run_dir).is_dir() else []
+    if not found:
+        return f"aevb train: interrupted before the first checkpoint of {run_dir}; nothing to resume"
+    return (f"aevb train: interrupted; {run_dir} keeps its last checkpoint ({Path(found[-1]).name}). Continue with:\n"
+            f"  aevb train --resume {shlex.quote(str(run_dir))}")
+
+
 def run(args: argparse.Namespace) -> int:
-    from aevb.training.loop import train
+    import sys
+
+    from aevb.training.loop import default_run_dir, train
 
     if getattr(args, "list_presets", False):
         for name in list_presets():
@@ -161,7 +177,13 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "resume", None):
         if getattr(args, "overwrite", False):
             raise ValueError("--resume continues a run and --overwrite deletes it: give one of them")
-        train(resume_config(args), resume=True)
+        cfg, resume = resume_config(args), True
     else:
-        train(config_from_args(args), overwrite=getattr(args, "overwrite", False))
+        cfg, resume = config_from_args(args), False
+        cfg.out = cfg.out or str(default_run_dir())  # known now, so that Ctrl-C can name it
+    try:
+        train(cfg, resume=resume, overwrite=getattr(args, "overwrite", False) and not resume)
+    except KeyboardInterrupt:
+        print(interrupted_message(cfg.out), file=sys.stderr)
+        return 130
     return 0

@@ -71,8 +71,49 @@ def read_user_data(path: Path, data_cfg) -> RawDataset:
     return raw
 
 
+FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot"]
+
+
+def idx_files(folder: Path) -> tuple[Path, Path, Path, Path] | None:
+    """(train images, train labels, test images, test labels) of MNIST-format IDX files in folder, or None.
+
+    Names as MNIST and Fashion-MNIST ship them (``train-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``),
+    gzipped or not; the test files are those whose name starts with t10k or contains "test".
+    """
+    found: dict[tuple[bool, int], Path] = {}
+    for f in sorted(folder.iterdir()):
+        name = f.name.lower()
+        for ndim in (3, 1):
+            if f"idx{ndim}-ubyte" in name and f.is_file():
+                found.setdefault((name.startswith("t10k") or "test" in name, ndim), f)
+    keys = [(False, 3), (False, 1), (True, 3), (True, 1)]
+    return tuple(found[k] for k in keys) if all(k in found for k in keys) else None  # type: ignore[return-value]
+
+
+def read_idx_folder(folder: Path) -> RawDataset:
+    """MNIST-format IDX files: train images/labels (split into train/valid by fractions) and a fixed test set."""
+    from aevb.data.readers import read_idx
+
+    paths = idx_files(folder)
+    assert paths is not None
+    x_train, y_train, x_test, y_test = (read_idx(p, nd) for p, nd in zip(paths, (3, 1, 3, 1)))
+    for images, labels, i in ((x_train, y_train, 0), (x_test, y_test, 2)):
+        if len(images) != len(labels):
+            raise ValueError(f"{paths[i]} holds {len(images)} images but {paths[i + 1]} holds {len(labels)} labels; "
+                             "they must match one to one")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"{folder}: train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}")
+    fashion = "fashion" in str(folder).lower()
+    return RawDataset(x_train, y_train.astype(np.int64), tuple(x_train.shape[1:]), 255.0, 256,
+                      fixed_splits={"test": (x_test, y_test.astype(np.int64))},
+                      source=f"IDX files in {folder}", label_names=FASHION_LABELS if fashion else None)
+
+
 def _read_user_data(path: Path, data_cfg) -> RawDataset:
     """Dispatch on the path: folder -> images, .npy/.npz -> array, .csv/.tsv/.txt -> table."""
+    if path.is_dir() and idx_files(path):
+        return read_idx_folder(path)
     if path.is_dir():
         from aevb.data.images import read_image_folder
 

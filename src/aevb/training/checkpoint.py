@@ -48,6 +48,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def normal_file_mode(path: Path) -> None:
+    """Give a file the mode ``open()`` would (0666 minus the umask, 0644 usually): safetensors writes 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def write_json_atomic(path: Path, obj: dict) -> None:
     """Write ``obj`` as JSON to ``path`` through ``path.tmp`` + rename; the temporary file never stays behind."""
     tmp = path.with_name(path.name + ".tmp")
@@ -87,6 +94,7 @@ def save_checkpoint(ckpt_dir: str | Path, tensors: dict[str, torch.Tensor], stat
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "weights.safetensors"))
+        normal_file_mode(tmp / "weights.safetensors")
         with open(tmp / "state.json", "w") as f:
             json.dump(state, f, indent=2)
             f.flush()

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -301,7 +302,7 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
             if bar is not None:
                 bar.close()
             bar = tqdm(total=steps_per_epoch, initial=ts.batch, desc=f"epoch {ts.epoch + 1}/{t.epochs}",
-                       disable=t.quiet or not ctx.is_main, leave=False, mininterval=0.5, unit="step")
+                       disable=t.quiet or not ctx.is_main or not sys.stderr.isatty(), leave=False, mininterval=0.5, unit="step")
             start, start_step = time.perf_counter(), ts.step
         idx = perm[ts.batch * batch_size:(ts.batch + 1) * batch_size]  # the global batch
         rows = ctx.local_rows(len(idx))  # this rank's share of it

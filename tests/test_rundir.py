@@ -130,7 +130,12 @@ def test_leftovers_of_a_killed_checkpoint_write_are_cleaned_and_a_half_replaced_
     (ckpts / "best.tmp" / "weights.safetensors").write_bytes(b"half")
     (ckpts / "step-00000008.tmp").mkdir()
     (tmp_path / "summary.json.tmp").write_text("{")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"{LOCK_NAME}.{dead.pid}.tmp").write_text("{}")  # a starter killed while taking the lock
+    (tmp_path / f"{LOCK_NAME}.{os.getpid()}.tmp").write_text("{}")  # one still starting: kept
     done = clean_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob(f"{LOCK_NAME}.*")) == [f"{LOCK_NAME}.{os.getpid()}.tmp"]
     assert sorted(p.name for p in ckpts.iterdir()) == ["best", "step-00000004"]
     assert torch.equal(read_tensors(ckpts / "best")["model.w"], torch.full((2,), 7.0))
     assert not (tmp_path / "summary.json.tmp").exists()

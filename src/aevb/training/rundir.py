@@ -94,10 +94,13 @@ class RunLock:
 
     def acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _process_start(os.getpid()),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv[:1] + sys.argv[1:])[:200]}
+              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv)[:200]}
         tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(me))
+            try:
+                tmp.write_text(json.dumps(me))
+            except OSError as e:  # e.g. a full disk: name the lock, not the temporary file
+                raise OSError(e.errno, e.strerror, str(self.path)) from None
             for _ in range(3):
                 try:
                     os.link(tmp, self.path)  # atomic: fails when a lock exists, never half-written
@@ -112,7 +115,8 @@ class RunLock:
                             f"{self.path.parent} is in use by another aevb process ({describe_holder(holder)}); "
                             f"wait for it to finish, or choose another --out. If that process is gone (e.g. on "
                             f"another machine), delete {self.path}") from None
-                    self.path.unlink(missing_ok=True)  # stale: its process no longer runs
+                    if read_lock(self.path.parent) == holder:  # still the stale one (not a newer starter's)
+                        self.path.unlink(missing_ok=True)
             raise RunDirError(f"cannot take the lock {self.path}: it keeps reappearing (another process is "
                               "starting in the same folder)")
         finally:
@@ -219,7 +223,12 @@ def clean_leftovers(run_dir: Path) -> list[str]:
             _remove(tmp)
             done.append(f"removed {tmp.name}")
     for tmp in sorted(run_dir.glob("*.tmp")):
-        if tmp.is_file() and not tmp.name.startswith(LOCK_NAME):  # another starter's lock candidate
-            tmp.unlink(missing_ok=True)
-            done.append(f"removed {tmp.name}")
+        if not tmp.is_file():
+            continue
+        if tmp.name.startswith(LOCK_NAME):  # a lock candidate: keep it while its writer may still run
+            pid = tmp.name[len(LOCK_NAME) + 1:-len(".tmp")]
+            if not pid.isdigit() or _running(int(pid), ""):
+                continue
+        tmp.unlink(missing_ok=True)
+        done.append(f"removed {tmp.name}")
     return done

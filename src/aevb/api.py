@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from aevb.config import RunConfig, update, validate
 from aevb.data import DataInfo
+from aevb.data.advice import data_warnings
 from aevb.data.scaling import FeatureScaling, is_integer_levels, resolve_scaling
 from aevb.inference.importance import importance_sample
 from aevb.models.vae import build_model
@@ -202,10 +203,9 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             return "lower bound on the log-probability of the integer levels (dequantized; nats per example)"
         return "log-density of X in its own units (scaling's log-Jacobian included; nats per example)"
 
-    def _warn_about(self, info: DataInfo) -> None:
-        if self.latent_dim >= info.num_dims:
-            warnings.warn(f"latent_dim={self.latent_dim} >= the {info.num_dims} features of X: the code is no "
-                          "smaller than the data; choose latent_dim < num features", UserWarning, stacklevel=3)
+    def _warn_about(self, info: DataInfo, values: np.ndarray) -> None:
+        for message in data_warnings(torch.from_numpy(values), info, self.likelihood, self.latent_dim):
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     # -- estimator API ----------------------------------------------------
     def fit(self, X, y=None) -> "AEVB":
@@ -217,7 +217,7 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         cfg = self._config()
         X = self._check_array(X, reset=True)
         info, values = self._describe(X, cfg)
-        self._warn_about(info)
+        self._warn_about(info, values)
         device = self._device()
         with _threads(self.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)

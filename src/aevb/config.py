@@ -41,7 +41,7 @@ class DataConfig:
     valid_fraction: float = _f(0.1, "fraction held out for validation when the set has no fixed split")
     test_fraction: float = _f(0.1, "fraction held out for testing when the set has no fixed test split")
     split: str = _f("", "named split protocol where the data set has several (e.g. mnist: standard, iwae)")
-    label_column: str = _f("", "CSV only: name or index of a label column to keep out of the data")
+    label_column: str = _f("", "CSV: name or index of the label column (empty: one named label/target/class; none: no label)")
     image_size: str = _f("", "image folders only: resize every image to HxW (e.g. 28x28)")
     dequantize: str = _f("none", "continuous likelihoods on 8-bit data", ("none", "uniform"))
     standardize: bool = _f(False, "subtract the training mean and divide by the training std (real data)")

@@ -1,8 +1,8 @@
 """CSV tables -> RawDataset: numeric columns, optional header, optional label column.
 
 A first row with a field that is neither a number nor a missing-entry marker (empty, NA, ...) is
-a header. ``label_column`` (a header name or a
-0-based column index) is taken out of the data; its values become integer labels (numbers as
+a header. ``label_column`` (a header name or a 0-based column index; by default a header column
+named label, target or class, with a notice; "none" for no label column) is taken out of the data; its values become integer labels (numbers as
 they are, other strings as indices into their sorted distinct values, kept as ``label_names``).
 Every other field must be a finite number (or, with data.missing = mask, a missing-entry marker:
 NaN) and every row must have the same number of fields.
@@ -11,6 +11,7 @@ NaN) and every row must have the same number of fields.
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,22 @@ def _is_number(field: str) -> bool:
         return False
 
 
+LABEL_NAMES = ("label", "target", "class")  # a header column named so is the label unless told otherwise
+
+
 def _label_index(label_column: str, header: list[str] | None, num_columns: int, path: Path) -> int | None:
+    if label_column == "none":
+        return None
     if label_column == "":
+        columns = header or []
+        named = [j for j, h in enumerate(columns) if h.strip().lower() in LABEL_NAMES]
+        if len(named) > 1:
+            raise ValueError(f"{path}: columns {', '.join(repr(columns[j]) for j in named)} all look like labels; say "
+                             "which with --set data.label_column=NAME (or data.label_column=none to keep them as data)")
+        if named:
+            print(f"notice: {path}: column {columns[named[0]]!r} is taken as the label, not as data "
+                  "(--set data.label_column=none keeps it as a data column)", file=sys.stderr)
+            return named[0]
         return None
     if header is not None and label_column in header:
         return header.index(label_column)

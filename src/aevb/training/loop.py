@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from aevb.config import RESUMABLE, RunConfig, config_differences, validate
 from aevb.data import DataInfo, Splits, build_datasets
+from aevb.data.advice import data_warnings
 from aevb.data.fingerprint import fingerprint_splits
 from aevb.inference.evaluate import evaluate_elbo, observed_entries, observed_note
 from aevb.models.vae import VAE, build_model
@@ -385,6 +386,8 @@ def build_state(cfg: RunConfig, splits: Splits, info, device: torch.device) -> T
     # nanmean: NaN marks a missing entry under data.missing = mask
     model = build_model(cfg.model, info, train_mean=splits.train.nanmean(0), train_data=splits.train).to(device)
     check_data_fits(model, splits, info)
+    for message in data_warnings(splits.train, info, cfg.model.likelihood, cfg.model.latent_dim):
+        print(f"warning: {message}", file=sys.stderr)
     optimizer = build_optimizer(model.parameters(), cfg.train, device)
     return TrainState(model, optimizer, torch.Generator(device=device).manual_seed(cfg.train.seed))
 

@@ -212,3 +212,21 @@ def test_learned_priors_train_resume_exactly_evaluate_sample_and_plot_from_the_c
     assert (tmp_path / "plots" / "prior_components.png").is_file()
     assert not (tmp_path / "plots" / "manifold.png").exists()
     assert "skipped manifold: the" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("prior", ["mog", "vamp"])
+def test_the_python_api_fits_a_learned_prior_samples_exactly_and_round_trips(tmp_path, prior):
+    from sklearn.datasets import load_digits
+
+    from aevb import AEVB
+
+    x = load_digits().images[:300]
+    vae = AEVB(latent_dim=3, hidden=(16,), epochs=2, prior=prior, prior_components=5, k=10).fit(x)
+    assert vae.config_.objective.kl == "mc" and vae.config_.model.prior == prior
+    a = vae.sample(4, random_state=3)
+    torch.manual_seed(123)  # the global generator does not enter the draws
+    np.testing.assert_array_equal(vae.sample(4, random_state=3), a)
+    scores = vae.score_samples(x[:20])
+    assert np.isfinite(scores).all()
+    loaded = AEVB.load(vae.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.sample(4, random_state=3), a)

@@ -74,6 +74,9 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         device: "cpu" (default), "cuda" or "auto" (cuda when available).
         random_state: seed of initialisation, batching, binarization, dequantization and sampling.
         verbose: print the mean training bound after each epoch.
+        prior: p(z): "standard_normal", "mog" (mixture of Gaussians) or "vamp" (VampPrior); the
+            learned ones train the ELBO with the Monte Carlo KL (docs/models.md).
+        prior_components: K of a learned prior (0: 10 for mog, 500 for vamp).
 
     Attributes (after ``fit``):
         model_: the trained ``VAE``. config_: the ``RunConfig``. info_: the ``DataInfo``.
@@ -87,7 +90,8 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                  activation: str = "tanh", epochs: int = 50, batch_size: int = 100, lr: float = 1e-3,
                  optimizer: str = "adam", objective: str = "elbo", num_samples: int = 1, beta: float = 1.0,
                  sigma: str | float = "learned_shared", scaling: str = "auto", dequantize: bool = False,
-                 k: int = 100, threads: int = 1, device: str = "cpu", random_state: int = 0, verbose: bool = False):
+                 k: int = 100, threads: int = 1, device: str = "cpu", random_state: int = 0, verbose: bool = False,
+                 prior: str = "standard_normal", prior_components: int = 0):
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.hidden = hidden
@@ -107,6 +111,8 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.prior = prior
+        self.prior_components = prior_components
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -125,8 +131,10 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     def _config(self) -> RunConfig:
         cfg = RunConfig()
         update(cfg, {"model": {"latent_dim": self.latent_dim, "likelihood": self.likelihood,
-                               "hidden": list(self.hidden), "activation": self.activation, "sigma": str(self.sigma)},
-                     "objective": {"name": self.objective, "num_samples": self.num_samples, "beta": float(self.beta)},
+                               "hidden": list(self.hidden), "activation": self.activation, "sigma": str(self.sigma),
+                               "prior": self.prior, "prior_components": self.prior_components},
+                     "objective": {"name": self.objective, "num_samples": self.num_samples, "beta": float(self.beta),
+                                   "kl": "analytic" if self.prior == "standard_normal" else "mc"},
                      "train": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                                "optimizer": self.optimizer, "seed": self.random_state, "quiet": not self.verbose,
                                "device": self.device, "threads": self.threads},

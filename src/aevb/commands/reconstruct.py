@@ -25,22 +25,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aevb.data import build_datasets
-    from aevb.outputs.figures import choose_cmap, to_display
+    from aevb.outputs.figures import choose_cmap, labelled, to_display
     from aevb.outputs.plots import plot_reconstructions, save_figure
     from aevb.training.checkpoint import load_run
 
     cfg, model, info = load_run(args.run_dir, which=args.which)
     out = check_png_args(args.n, args.out, args.run_dir, "reconstructions.png")
     splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
-    x, _ = splits.get(args.split)
+    x, labels = splits.get(args.split)
     if len(x) == 0:
         raise ValueError(f"the {args.split} split of {info.name} is empty; choose another --split")
     if args.n > len(x):
         raise ValueError(f"-n {args.n}: the {args.split} split of {info.name} has only {len(x)} examples; "
                          f"use -n {len(x)} or less, or another --split")
     x = x[:args.n]
+    rebuilt = labelled(model, None if labels is None else labels[:args.n]).reconstruct(x)  # conditional: given y
     ncols = min(10, len(x))
-    save_figure(plot_reconstructions(to_display(model, x), to_display(model, model.reconstruct(x)), info.shape,
+    save_figure(plot_reconstructions(to_display(model, x), to_display(model, rebuilt), info.shape,
                                      ncols=ncols, cmap=choose_cmap(splits.train)), out)
     print(out)
     return 0

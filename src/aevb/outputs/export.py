@@ -94,6 +94,9 @@ def export_model(model, info, out_dir: str | Path, fmt: str = "torchscript") -> 
     Returns:
         The manifest written to ``out_dir/export.json`` (paths, shapes, likelihood).
     """
+    if getattr(model, "conditional", False):
+        raise ValueError("export of a conditional model (model.conditional = true) is not supported yet: its encoder "
+                         "takes [x, onehot(y)] and its decoder [z, onehot(y)]; export an unconditional run")
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
     out_dir = Path(out_dir)

@@ -13,6 +13,7 @@ import numpy as np
 from aevb.data.bundled import RawDataset
 from aevb.data.locate import cache_dir, describe_search, find_files
 from aevb.data.readers import parse_amat, read_array, read_bytes, read_idx, read_mat
+from aevb.data.user import FASHION_LABELS
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MNIST_FILES = tuple(n + ".gz" for n in IDX_NAMES)
@@ -96,7 +97,9 @@ def load_fashion_mnist(data_cfg) -> RawDataset:
     if found is None:
         raise FileNotFoundError("fashion-mnist not found: `apt-get install dataset-fashion-mnist` (installs "
                                 f"{FASHION_SYSTEM_DIR}) or " + by_hand_message("fashion-mnist", data_cfg, system))
-    return idx_raw(data_cfg, found[0], found[1], "Fashion-MNIST IDX files")
+    raw = idx_raw(data_cfg, found[0], found[1], "Fashion-MNIST IDX files")
+    raw.label_names = list(FASHION_LABELS)
+    return raw
 
 
 def load_frey_face(data_cfg) -> RawDataset:

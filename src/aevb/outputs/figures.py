@@ -206,7 +206,8 @@ def _scatter(ctx: FigureContext, method: str):
         mu, labels = mu[keep], None if labels is None else labels[keep]
     points, names = plots.embed_2d(mu, method, ctx.seed)
     how = "" if mu.shape[1] <= 2 else f" ({'PCA' if method == 'pca' else 't-SNE'} of {mu.shape[1]} dims)"
-    return plots.plot_latent_scatter(points, labels, names, title=f"posterior means E_q[z|x], {len(mu)} examples{how}")
+    return plots.plot_latent_scatter(points, labels, names, title=f"posterior means E_q[z|x], {len(mu)} examples{how}",
+                                     label_names=getattr(ctx.info, "label_names", None))
 
 
 def _curves(ctx: FigureContext):

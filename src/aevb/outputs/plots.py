@@ -84,9 +84,18 @@ def _heat(ax, x: torch.Tensor, title: str, vmin: float, vmax: float):
     im = ax.imshow(x.detach().float().cpu().numpy(), aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax,
                    interpolation="nearest")
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("dimension")
+    ax.set_xlabel("dimension (column)")
     ax.set_ylabel("example")
+    _integer_ticks(ax)
     return im
+
+
+def _integer_ticks(ax) -> None:
+    """Ticks on whole columns and rows only (no 2.5 / 7.5 on a table of 13 columns)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, shape: tuple, ncols: int = 10,
@@ -104,7 +113,7 @@ def plot_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, shape: tuple, nco
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
         _heat(axes[0], x, "data", lo, hi)
         im = _heat(axes[1], x_rec, "reconstruction (mean of p(x|z))", lo, hi)
-        fig.colorbar(im, ax=list(axes), shrink=0.8)
+        fig.colorbar(im, ax=list(axes), shrink=0.8).set_label("value (as the model sees the data)")
         return fig
     both = to_display(torch.cat([x, x_rec]))
     nrows = math.ceil(len(x) / ncols)
@@ -124,7 +133,7 @@ def plot_samples(samples: torch.Tensor, shape: tuple, ncols: int = 10,
         fig, ax = plt.subplots(figsize=(6, 4))
         im = _heat(ax, samples, title, float(samples.min()), float(samples.max()))
         ax.set_ylabel("sample")
-        fig.colorbar(im, ax=ax)
+        fig.colorbar(im, ax=ax).set_label("mean of p(x|z) (as the model sees the data)")
         fig.tight_layout()
         return fig
     nrows = math.ceil(len(samples) / ncols)
@@ -260,8 +269,9 @@ def embed_2d(mu: torch.Tensor, method: str = "pca", seed: int = 0) -> tuple[torc
 
 
 def plot_latent_scatter(points: torch.Tensor, labels: torch.Tensor | None, axis_names: tuple[str, str],
-                        title: str = "posterior means of the test set"):
-    """Scatter of (N, 2) points coloured by integer label (one colour, no legend, without labels)."""
+                        title: str = "posterior means of the test set", label_names: list | None = None):
+    """Scatter of (N, 2) points coloured by integer label, the legend showing ``label_names[label]``
+    where given (one colour, no legend, without labels)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     p = points.detach().cpu().numpy()
@@ -273,7 +283,8 @@ def plot_latent_scatter(points: torch.Tensor, labels: torch.Tensor | None, axis_
         cm = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
         for i, c in enumerate(classes):
             m = lab == c
-            ax.scatter(p[m, 0], p[m, 1], s=6, alpha=0.7, color=cm(i % cm.N), label=str(c))
+            name = label_names[c] if label_names and 0 <= int(c) < len(label_names) else c
+            ax.scatter(p[m, 0], p[m, 1], s=6, alpha=0.7, color=cm(i % cm.N), label=str(name))
         if len(classes) <= 20:
             ax.legend(title="label", markerscale=2.5, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_xlabel(axis_names[0])
@@ -297,6 +308,14 @@ def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def _compact(x: float, _pos=None) -> str:
+    """12000 -> '12k', 1500000 -> '1.5M', 300 -> '300' (tick labels)."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= size:
+            return f"{x / size:g}{suffix}"
+    return f"{x:g}"
+
+
 def plot_training_curves(records: list[dict]):
     """Training curves from metrics.jsonl records, x = training examples seen, on a log axis.
 
@@ -305,7 +324,7 @@ def plot_training_curves(records: list[dict]):
     E_q[log p(x|z)] and KL(q(z|x) || p(z)), all in nats per example.
     """
     plt = _pyplot()
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     panels = [("bound (nats per example)", ["train/elbo", "valid/elbo"]),
@@ -326,6 +345,10 @@ def plot_training_curves(records: list[dict]):
         ax.set_xscale("log")
         xs = [x for line in ax.get_lines() for x in line.get_xdata()]
         if xs and max(xs) >= 10 * min(xs):  # a decade or more: label powers of 10 only (minor labels collide)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        elif xs:  # less than a decade: 1-2-5 ticks with plain labels (a log axis would show one label or none)
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(_compact))
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training examples seen")
         ax.set_ylabel(ylabel)

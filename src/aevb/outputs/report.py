@@ -55,12 +55,18 @@ def _esc(x) -> str:
     return html.escape(str(x), quote=True)
 
 
-def format_value(v) -> str:
-    """Numbers to 4 significant digits (integers as is), NaN as 'nan', anything else as str."""
-    if isinstance(v, bool) or v is None:
-        return str(v)
+PLAIN_INT_KEYS = ("seed", "split_seed", "step", "best_step", "k", "latent_dim", "epochs")  # identifiers, not counts
+
+
+def format_value(v, key: str = "") -> str:
+    """Numbers to 4 significant digits (counts with thousands separators; seeds and steps plain), NaN as
+    'nan', a missing value as an em dash (never 'None'), anything else as str."""
+    if v is None or v == "":
+        return "\u2014"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, int):
-        return f"{v:,}"
+        return str(v) if key in PLAIN_INT_KEYS or key.endswith("seed") else f"{v:,}"
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
     if isinstance(v, (list, tuple)):
@@ -71,19 +77,28 @@ def format_value(v) -> str:
 
 
 def _kv_table(d: dict) -> str:
-    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(format_value(v))}</td></tr>" for k, v in d.items())
+    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(format_value(v, str(k)))}</td></tr>" for k, v in d.items())
     return f"<table class='kv'>{rows}</table>"
 
 
 def eval_table(rows: list) -> str:
-    """One row per (source, values) pair; columns EVAL_COLUMNS present in any row, then the rest."""
+    """One row per (source, values) pair with the numeric columns of EVAL_COLUMNS present in any row;
+    every other value (what the numbers measure, p(x|z), protocol, seed, ...) goes to a details table
+    below, one column per source, so that the grid stays narrow enough for a 1200 px page."""
     keys = [k for k, _ in EVAL_COLUMNS if any(k in r for _, r in rows)]
-    keys += sorted({k for _, r in rows for k in r if k not in dict(EVAL_COLUMNS)})
     heads = dict(EVAL_COLUMNS)
     head = "<tr><th>source</th>" + "".join(f"<th>{_esc(heads.get(k, k))}</th>" for k in keys) + "</tr>"
     body = "".join("<tr><th>" + _esc(src) + "</th>" + "".join(
-        f"<td>{_esc(format_value(r.get(k, '')))}</td>" for k in keys) + "</tr>" for src, r in rows)
-    return f"<table class='grid'>{head}{body}</table>"
+        f"<td>{_esc(format_value(r.get(k), k))}</td>" for k in keys) + "</tr>" for src, r in rows)
+    grid = f"<table class='grid'>{head}{body}</table>"
+    extra = sorted({k for _, r in rows for k in r if k not in heads})
+    with_extra = [(src, r) for src, r in rows if any(k in r for k in extra)]
+    if not extra or not with_extra:
+        return grid
+    head = "<tr><th>detail</th>" + "".join(f"<th>{_esc(src)}</th>" for src, _ in with_extra) + "</tr>"
+    body = "".join(f"<tr><th>{_esc(k)}</th>" + "".join(f"<td>{_esc(format_value(r.get(k), k))}</td>"
+                                                       for _, r in with_extra) + "</tr>" for k in extra)
+    return grid + f"<table class='details'>{head}{body}</table>"
 
 
 def _config_html(cfg: dict) -> str:
@@ -101,7 +116,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 color:#222;padding:0 1em}h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;
 margin-top:1.6em}h3{font-size:1em;margin:.8em 0 .3em}.meta{color:#666}table{border-collapse:collapse;
 margin:.4em 0;font-size:.92em}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left}
-table.grid td{text-align:right;font-variant-numeric:tabular-nums}th{background:#f6f6f6;font-weight:600}
+table.grid td{text-align:right;font-variant-numeric:tabular-nums}table{max-width:100%}
+th,td{overflow-wrap:anywhere}table.details td{font-size:.95em}th{background:#f6f6f6;font-weight:600}
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}.note{color:#8a4b00}
 """
@@ -176,7 +192,12 @@ def eval_rows(run_dir: Path, notes: list) -> list:
     ev = _read_json(run_dir / "eval.json", notes)
     if isinstance(ev, dict):
         for split, values in _eval_splits(ev):
+            measure = values.get("measure") if isinstance(values.get("measure"), dict) else {}
             values = {k: v for k, v in values.items() if not isinstance(v, (dict, list))}
+            if measure.get("what"):
+                values["measures"] = measure["what"]
+            if measure.get("bits_per_dim_label") and values.get("bits_per_dim") is not None:
+                values["bits/dim is"] = measure["bits_per_dim_label"]
             rows.append(("eval.json" + (f" ({split})" if split else ""), values))
     return rows
 

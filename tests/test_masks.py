@@ -129,6 +129,8 @@ def test_masked_run_reports_the_observed_entries_and_dynamic_binarization_is_ref
     assert "observed      log-likelihood of the observed entries only, log p(x_obs)" in out
     result = json.loads((run / "eval.json").read_text())["test"]
     assert "of 8 entries observed per example" in result["observed"] and result["bits_per_dim"] > 0
+    assert main(["report", str(run)]) == 0
+    assert "log-likelihood of the observed entries only" in (run / "report.html").read_text()
     x2 = np.where(np.isnan(x), np.nan, 0.3 + 0.4 * np.nan_to_num(x))  # grayscale: auto -> dynamic binarization
     np.save(tmp_path / "g.npy", x2)
     assert main(["train", "--data", str(tmp_path / "g.npy"), "--epochs", "1", "--set", "data.missing=mask",

@@ -217,6 +217,9 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
     config = _read_json(run_dir / "config.json", notes, problems) or {}
     data = _read_json(run_dir / "data.json", notes, problems) or {}
     records = read_metrics(run_dir / "metrics.jsonl")
+    if isinstance(data, dict) and data.get("missing") == "mask":
+        notes.append(f"data.missing = mask: {float(data.get('missing_fraction', 0)):.1%} of the entries are missing; "
+                     "every bound, log p(x) and bits/dim here is the log-likelihood of the observed entries only")
     report = Report(title=f"aevb run {run_dir.resolve().name}", version=__version__, config=config, data=data,
                     eval_rows=eval_rows(run_dir, notes), last_metrics=records[-1] if records else {}, notes=notes,
                     problems=problems)

@@ -54,4 +54,5 @@ def test_report_values_have_no_none_and_seeds_are_plain():
 
 def test_report_page_styles_keep_tables_inside_the_page():
     page = render_html(Report(title="t", version="0", eval_rows=[("x", {"n": 1})], data={"source": "a" * 400}))
-    assert "overflow-wrap:anywhere" in page and "table{max-width:100%}" in page
+    assert "table.kv td,table.details td{overflow-wrap:anywhere}" in page and "table{max-width:100%}" in page
+    assert "white-space:nowrap" in page and format_value(32710.4) == "32,710"  # numbers never break mid-digit

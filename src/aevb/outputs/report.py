@@ -68,7 +68,7 @@ def format_value(v, key: str = "") -> str:
     if isinstance(v, int):
         return str(v) if key in PLAIN_INT_KEYS or key.endswith("seed") else f"{v:,}"
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+        return "nan" if math.isnan(v) else f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
     if isinstance(v, (list, tuple)):
         return ", ".join(format_value(u) for u in v)
     if isinstance(v, dict):
@@ -90,7 +90,7 @@ def eval_table(rows: list) -> str:
     head = "<tr><th>source</th>" + "".join(f"<th>{_esc(heads.get(k, k))}</th>" for k in keys) + "</tr>"
     body = "".join("<tr><th>" + _esc(src) + "</th>" + "".join(
         f"<td>{_esc(format_value(r.get(k), k))}</td>" for k in keys) + "</tr>" for src, r in rows)
-    grid = f"<table class='grid'>{head}{body}</table>"
+    grid = f"<div class='scroll'><table class='grid'>{head}{body}</table></div>"
     extra = sorted({k for _, r in rows for k in r if k not in heads})
     with_extra = [(src, r) for src, r in rows if any(k in r for k in extra)]
     if not extra or not with_extra:
@@ -116,8 +116,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 color:#222;padding:0 1em}h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;
 margin-top:1.6em}h3{font-size:1em;margin:.8em 0 .3em}.meta{color:#666}table{border-collapse:collapse;
 margin:.4em 0;font-size:.92em}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left}
-table.grid td{text-align:right;font-variant-numeric:tabular-nums}table{max-width:100%}
-th,td{overflow-wrap:anywhere}table.details td{font-size:.95em}th{background:#f6f6f6;font-weight:600}
+table.grid td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}table{max-width:100%}
+table.kv td,table.details td{overflow-wrap:anywhere}.scroll{overflow-x:auto;max-width:100%}th{background:#f6f6f6;font-weight:600}
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}.note{color:#8a4b00}
 """

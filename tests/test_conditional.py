@@ -141,5 +141,9 @@ def test_a_conditional_run_trains_resumes_evaluates_samples_scores_encodes_and_p
     assert np.load(tmp_path / "z.npz")["mu"].shape == (180, 4)
     assert main(["plot", str(whole), "--out", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "samples_per_class.png").is_file()
+    from aevb.outputs.report import gather_report
+
+    report = gather_report(whole)
+    assert any("log p(x|y)" in n for n in report.notes) and "samples_per_class" in dict(report.figures)
     assert main(["sample", str(whole), "-n", "4", "--label", "10", "--out", str(tmp_path / "x.png")]) == 2
     assert "label 10 (example 0) is not a class of this model: labels are 0..9" in capsys.readouterr().err

@@ -220,6 +220,10 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
     if isinstance(data, dict) and data.get("missing") == "mask":
         notes.append(f"data.missing = mask: {float(data.get('missing_fraction', 0)):.1%} of the entries are missing; "
                      "every bound, log p(x) and bits/dim here is the log-likelihood of the observed entries only")
+    model_cfg = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model_cfg, dict) and model_cfg.get("conditional"):
+        notes.append("model.conditional = true: every bound and log-likelihood here is of log p(x|y), given each "
+                     "example's label y")
     report = Report(title=f"aevb run {run_dir.resolve().name}", version=__version__, config=config, data=data,
                     eval_rows=eval_rows(run_dir, notes), last_metrics=records[-1] if records else {}, notes=notes,
                     problems=problems)

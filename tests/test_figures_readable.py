@@ -56,3 +56,15 @@ def test_report_page_styles_keep_tables_inside_the_page():
     page = render_html(Report(title="t", version="0", eval_rows=[("x", {"n": 1})], data={"source": "a" * 400}))
     assert "table.kv td,table.details td{overflow-wrap:anywhere}" in page and "table{max-width:100%}" in page
     assert "white-space:nowrap" in page and format_value(32710.4) == "32,710"  # numbers never break mid-digit
+
+
+def test_tables_keep_their_column_names_for_the_figures(tmp_path):
+    from aevb.config import DataConfig
+    from aevb.data import build_datasets
+
+    path = tmp_path / "t.csv"
+    path.write_text("alcohol,malic acid,ash,class\n" + "\n".join(f"{i},{i % 3},{i % 5},{i % 2}" for i in range(30)) + "\n")
+    splits, info = build_datasets(DataConfig(name=str(path)), "gaussian")
+    assert info.feature_names == ["alcohol", "malic acid", "ash"]
+    fig = plots.plot_reconstructions(splits.train[:5], splits.train[:5], info.shape, feature_names=info.feature_names)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["alcohol", "malic acid", "ash"]

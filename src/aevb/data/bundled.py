@@ -28,6 +28,7 @@ class RawDataset:
         split_desc: how ``fixed_splits`` were made (empty: split by seeded fractions).
         binary: True when the values are already 0/1 (no binarization needed).
         label_names: class names for labels 0..C-1, when known.
+        feature_names: names of the D columns of a table (its CSV header without the label), when known.
     """
 
     x: np.ndarray
@@ -40,6 +41,7 @@ class RawDataset:
     split_desc: str = ""
     binary: bool = False
     label_names: list | None = None
+    feature_names: list | None = None
 
 
 def load_mnist5k(data_cfg=None) -> RawDataset:

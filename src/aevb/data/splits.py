@@ -35,6 +35,7 @@ class DataInfo:
             draw), else "none". A density p(x) on [0, 1]^D then bounds the discrete probability:
             log P(x_int) >= log p(x) - D log(levels)  (in nats).
         label_names: class names for labels 0..C-1 when known (image class folders, CSV labels).
+        feature_names: column names of a table (the CSV header without the label column), when known.
         standardization: {"mean": [D], "std": [D]} of the training split when data.standardize
             was applied (x_model = (x - mean) / std), else None.
         missing: "mask" when NaN entries are unobserved (data.missing = mask: every log-likelihood
@@ -56,6 +57,7 @@ class DataInfo:
     standardization: dict | None = None
     missing: str = "error"
     missing_fraction: float = 0.0
+    feature_names: list | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -165,5 +167,6 @@ def build_datasets(data_cfg, likelihood: str = "bernoulli") -> tuple[Splits, Dat
                     labels["train"], labels["valid"], labels["test"])
     info = DataInfo(name=data_cfg.name, shape=tuple(raw.shape), num_dims=num_dims,
                     levels=raw.levels, sizes={s: int(values[s].shape[0]) for s in ("train", "valid", "test")},
-                    split=split_desc, source=raw.source, label_names=raw.label_names, **meta)
+                    split=split_desc, source=raw.source, label_names=raw.label_names,
+                    feature_names=getattr(raw, "feature_names", None), **meta)
     return splits, info

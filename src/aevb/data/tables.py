@@ -117,4 +117,6 @@ def read_csv(path: Path, label_column: str = "", missing: bool = False) -> RawDa
             y = np.array([names.index(v) for v in raw_labels], np.int64)
     if x.shape[1] == 0:
         raise ValueError(f"{path}: no data columns left after taking out the label column")
-    return RawDataset(x, y, (x.shape[1],), source=f"CSV table {path}", label_names=names, **infer_range(x))
+    features = [header[j] for j in keep] if header else None
+    return RawDataset(x, y, (x.shape[1],), source=f"CSV table {path}", label_names=names, feature_names=features,
+                      **infer_range(x))

@@ -105,12 +105,13 @@ def _reconstructions(ctx: FigureContext):
     device = next(ctx.model.parameters()).device
     x_rec = labelled(ctx.model, None if y is None else y[:NUM_RECONSTRUCTIONS]).reconstruct(x.to(device)).cpu()
     return plots.plot_reconstructions(to_display(ctx.model, x), to_display(ctx.model, x_rec), ctx.info.shape,
-                                      cmap=ctx.cmap)
+                                      cmap=ctx.cmap, feature_names=getattr(ctx.info, "feature_names", None))
 
 
 def _samples(ctx: FigureContext):
     x = ctx.model.sample(NUM_SAMPLES, generator=ctx.generator()).cpu()
-    return plots.plot_samples(to_display(ctx.model, x), ctx.info.shape, cmap=ctx.cmap)
+    return plots.plot_samples(to_display(ctx.model, x), ctx.info.shape, cmap=ctx.cmap,
+                              feature_names=getattr(ctx.info, "feature_names", None))
 
 
 def _sample_draws(ctx: FigureContext):

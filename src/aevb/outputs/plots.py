@@ -80,14 +80,20 @@ def _grid_for(x: torch.Tensor, shape: tuple, ncols: int, cmap: str) -> torch.Ten
     return image_grid(x, shape, ncols, pad_value=pad, fill_value=fill)
 
 
-def _heat(ax, x: torch.Tensor, title: str, vmin: float, vmax: float):
+def _heat(ax, x: torch.Tensor, title: str, vmin: float, vmax: float, feature_names: list | None = None):
     im = ax.imshow(x.detach().float().cpu().numpy(), aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax,
                    interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("dimension (column)")
     ax.set_ylabel("example")
     _integer_ticks(ax)
+    if feature_names and len(feature_names) == x.shape[-1] and len(feature_names) <= MAX_NAMED_COLUMNS:
+        ax.set_xticks(range(len(feature_names)), [str(n) for n in feature_names], rotation=60, ha="right", fontsize=7)
+        ax.set_xlabel("column")
     return im
+
+
+MAX_NAMED_COLUMNS = 40  # tables up to this width get their column names as tick labels
 
 
 def _integer_ticks(ax) -> None:
@@ -99,7 +105,7 @@ def _integer_ticks(ax) -> None:
 
 
 def plot_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, shape: tuple, ncols: int = 10,
-                         cmap: str = "gray_r"):
+                         cmap: str = "gray_r", feature_names: list | None = None):
     """Data (left) beside the means E[x | z = E_q[z|x]] of its reconstructions (right), same cells.
 
     Args:
@@ -111,8 +117,8 @@ def plot_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, shape: tuple, nco
     if not is_image(shape):
         lo, hi = float(min(x.min(), x_rec.min())), float(max(x.max(), x_rec.max()))
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-        _heat(axes[0], x, "data", lo, hi)
-        im = _heat(axes[1], x_rec, "reconstruction (mean of p(x|z))", lo, hi)
+        _heat(axes[0], x, "data", lo, hi, feature_names)
+        im = _heat(axes[1], x_rec, "reconstruction (mean of p(x|z))", lo, hi, feature_names)
         fig.colorbar(im, ax=list(axes), shrink=0.8).set_label("value (as the model sees the data)")
         return fig
     both = to_display(torch.cat([x, x_rec]))
@@ -126,12 +132,12 @@ def plot_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, shape: tuple, nco
 
 
 def plot_samples(samples: torch.Tensor, shape: tuple, ncols: int = 10,
-                 title: str = "samples: mean of p(x|z), z ~ p(z)", cmap: str = "gray_r"):
+                 title: str = "samples: mean of p(x|z), z ~ p(z)", cmap: str = "gray_r", feature_names: list | None = None):
     """A grid of decoded prior samples (N, num_dims); tabular data as one heat map (sample x dim)."""
     plt = _pyplot()
     if not is_image(shape):
         fig, ax = plt.subplots(figsize=(6, 4))
-        im = _heat(ax, samples, title, float(samples.min()), float(samples.max()))
+        im = _heat(ax, samples, title, float(samples.min()), float(samples.max()), feature_names)
         ax.set_ylabel("sample")
         fig.colorbar(im, ax=ax).set_label("mean of p(x|z) (as the model sees the data)")
         fig.tight_layout()

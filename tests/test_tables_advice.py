@@ -52,6 +52,14 @@ def test_unscaled_real_columns_under_a_gaussian_suggest_standardizing():
     assert data_warnings(x, _info(3), "bernoulli", 1) == []
 
 
+def test_eight_bit_data_under_a_continuous_density_suggest_dequantization():
+    info = DataInfo(name="mnist", shape=(4,), num_dims=4, support="unit_interval", binarization="none", levels=256)
+    warned = data_warnings(torch.rand(10, 4), info, "gaussian", 2)
+    assert len(warned) == 1 and "--dequantize uniform" in warned[0]
+    info.dequantization = "uniform"
+    assert data_warnings(torch.rand(10, 4), info, "gaussian", 2) == []
+
+
 def test_training_on_a_wine_like_table_prints_both_warnings(tmp_path, capsys):
     from aevb.training.loop import train
 

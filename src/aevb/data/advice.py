@@ -3,6 +3,8 @@
 - ``latent_dim >= num_dims``: the code is no smaller than the data (an autoencoder can copy x).
 - real-valued columns on very different scales (or far from zero) under a gaussian or laplace
   likelihood with one shared scale: the widest column dominates log p(x|z); standardize first.
+- integer-level data (8-bit pixels) under a continuous density without dequantization: the number
+  is a density, not a probability (no bits/dim); suggest --dequantize uniform.
 """
 
 from __future__ import annotations
@@ -28,4 +30,9 @@ def data_warnings(x_train: torch.Tensor, info, likelihood: str, latent_dim: int)
             out.append(f"the real-valued columns are not on one scale (std from {float(std.min()):.3g} to "
                        f"{float(std.max()):.3g}, means up to {float(mean.max()):.3g}) under a {likelihood} likelihood: "
                        "the widest columns dominate log p(x|z); train with --standardize true (data.standardize)")
+    if (likelihood in ("gaussian", "laplace", "continuous_bernoulli") and info.levels and info.support == "unit_interval"
+            and getattr(info, "dequantization", "none") == "none"):
+        out.append(f"{info.levels}-level integer data under a continuous {likelihood} density: log p(x) will be a "
+                   "density on [0, 1]^D with no bits/dim, not comparable with discrete likelihoods; "
+                   "--dequantize uniform makes it a bound on the integers' code length")
     return out

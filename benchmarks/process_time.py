@@ -12,7 +12,9 @@ ELBO), alternately (A B A B ...), with one thread each:
 For aevb it also splits the time into "command start -> first step", "training" (first step
 start -> last step end) and "last step -> exit": a small probe wraps the trainer's step function
 (timestamps only; the step itself is unchanged). The fixed cost is the sum of the first and last
-part. The ratio plain / aevb of whole-process wall clock is the speed-up.
+part. The ratio plain / aevb of whole-process wall clock is the speed-up. The same split is also
+given in CPU time of the aevb process, which other processes on a busy machine disturb less.
+``--compare-src OTHER/src`` times another checkout the same way (before/after).
 
 Usage: python benchmarks/process_time.py [--epochs 2] [--repeats 3] [--data-dir ../shared/data]
 """
@@ -39,9 +41,10 @@ marks = {}
 def wrap(owner, name):
     inner = getattr(owner, name)
     def timed(*args, **kwargs):
-        marks.setdefault("first_step", time.time())
+        if "first_step" not in marks:
+            marks["first_step"], marks["first_step_cpu"] = time.time(), time.process_time()
         out = inner(*args, **kwargs)
-        marks["last_step"] = time.time()
+        marks["last_step"], marks["last_step_cpu"] = time.time(), time.process_time()
         return out
     setattr(owner, name, timed)
 import aevb.training.loop as loop
@@ -50,7 +53,10 @@ wrap(loop, "optimizer_step")
 for owner in (getattr(fastpath, n) for n in dir(fastpath)):
     if isinstance(owner, type) and "optimizer_step" in vars(owner):
         wrap(owner, "optimizer_step")
-atexit.register(lambda: print("PROBE " + json.dumps(marks), file=sys.stderr))
+def report():
+    marks["exit_cpu"] = time.process_time()
+    print("PROBE " + json.dumps(marks), file=sys.stderr)
+atexit.register(report)
 from aevb.cli import main
 sys.argv = ["aevb"] + sys.argv[1:]
 code = main()
@@ -93,18 +99,18 @@ print(f"test ELBO {test.mean():.2f}")
 """
 
 
-def environment() -> dict:
+def environment(src: Path = SRC) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
-    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(src) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-def run_aevb(data_dir: str, epochs: int, extra: list[str]) -> dict:
+def run_aevb(data_dir: str, epochs: int, extra: list[str], src: Path = SRC) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-c", PROBE, "train", "--data", "mnist", "--set", f"data.data_dir={data_dir}",
                "--epochs", str(epochs), "--threads", "1", "--out", str(Path(tmp) / "run"), *extra]
         start = time.time()
-        done = subprocess.run(cmd, env=environment(), capture_output=True, text=True)
+        done = subprocess.run(cmd, env=environment(src), capture_output=True, text=True)
         end = time.time()
     if done.returncode != 0:
         raise SystemExit(f"aevb train failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -113,7 +119,8 @@ def run_aevb(data_dir: str, epochs: int, extra: list[str]) -> dict:
     test = next((x for x in done.stdout.splitlines() if x.startswith("test ELBO")), "?")
     return {"total": end - start, "to_first_step": marks["first_step"] - start,
             "training": marks["last_step"] - marks["first_step"], "after_last_step": end - marks["last_step"],
-            "test": test}
+            "cpu_to_first_step": marks["first_step_cpu"], "cpu_training": marks["last_step_cpu"] - marks["first_step_cpu"],
+            "cpu_after_last_step": marks["exit_cpu"] - marks["last_step_cpu"], "test": test}
 
 
 def run_plain(data_dir: str, epochs: int) -> dict:
@@ -135,28 +142,39 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", default=default_data_dir(), help="folder holding mnist/*.gz (IDX)")
+    parser.add_argument("--compare-src", default="", help="another checkout's src/ to time the same way (before/after)")
     parser.add_argument("--aevb-args", nargs=argparse.REMAINDER, default=[], help="more `aevb train` arguments")
     args = parser.parse_args(argv)
     if not args.data_dir:
         print("real MNIST not found (shared/data/mnist); pass --data-dir")
         return 2
-    results: dict[str, list[dict]] = {"aevb": [], "plain": []}
+    sources = {"aevb": SRC, **({"compared": Path(args.compare_src)} if args.compare_src else {})}
+    results: dict[str, list[dict]] = {name: [] for name in [*sources, "plain"]}
     for r in range(args.repeats):
-        results["aevb"].append(run_aevb(args.data_dir, args.epochs, args.aevb_args))
-        results["plain"].append(run_plain(args.data_dir, args.epochs))
-        a, p = results["aevb"][-1], results["plain"][-1]
-        print(f"repeat {r + 1}: aevb {a['total']:.1f} s (start -> first step {a['to_first_step']:.2f} s, "
-              f"training {a['training']:.1f} s, last step -> exit {a['after_last_step']:.2f} s; {a['test']}); "
-              f"plain {p['total']:.1f} s ({p['test']})", flush=True)
-    med = {k: statistics.median(x[k] for x in results["aevb"])
-           for k in ("total", "to_first_step", "training", "after_last_step")}
+        for name, src in sources.items():
+            a = run_aevb(args.data_dir, args.epochs, args.aevb_args, src)
+            results[name].append(a)
+            print(f"repeat {r + 1}: {name} {a['total']:.1f} s (start -> first step {a['to_first_step']:.2f} s, "
+                  f"training {a['training']:.1f} s, last step -> exit {a['after_last_step']:.2f} s; CPU time "
+                  f"{a['cpu_to_first_step']:.2f} + {a['cpu_training']:.1f} + {a['cpu_after_last_step']:.2f} s; "
+                  f"{a['test']})", flush=True)
+        p = run_plain(args.data_dir, args.epochs)
+        results["plain"].append(p)
+        print(f"repeat {r + 1}: plain {p['total']:.1f} s ({p['test']})", flush=True)
     plain = statistics.median(x["total"] for x in results["plain"])
     print(f"\nmedians of {args.repeats}, {args.epochs} epoch(s) of MNIST, one thread:")
-    print(f"  aevb train: {med['total']:.1f} s = start -> first step {med['to_first_step']:.2f} s + training "
-          f"{med['training']:.1f} s + last step -> exit {med['after_last_step']:.2f} s "
-          f"(fixed cost {med['to_first_step'] + med['after_last_step']:.2f} s)")
+    for name, src in sources.items():
+        med = {k: statistics.median(x[k] for x in results[name])
+               for k in ("total", "to_first_step", "training", "after_last_step", "cpu_to_first_step",
+                         "cpu_training", "cpu_after_last_step")}
+        print(f"  {name} ({src}): {med['total']:.1f} s = start -> first step {med['to_first_step']:.2f} s + "
+              f"training {med['training']:.1f} s + last step -> exit {med['after_last_step']:.2f} s "
+              f"(fixed cost {med['to_first_step'] + med['after_last_step']:.2f} s); plain / {name} = "
+              f"{plain / med['total']:.2f}x")
+        print(f"    CPU time of the process: start -> first step {med['cpu_to_first_step']:.2f} s, training "
+              f"{med['cpu_training']:.1f} s, last step -> exit {med['cpu_after_last_step']:.2f} s (fixed cost "
+              f"{med['cpu_to_first_step'] + med['cpu_after_last_step']:.2f} s)")
     print(f"  plain script: {plain:.1f} s")
-    print(f"  plain / aevb = {plain / med['total']:.2f}x")
     return 0
 
 

@@ -11,7 +11,6 @@ Public API (explicit re-exports):
 
 __version__ = "0.1.0"
 
-from aevb.api import AEVB  # noqa: E402
 from aevb.config import RunConfig  # noqa: E402
 from aevb.inference.objectives import OBJECTIVES, elbo, iwae  # noqa: E402
 from aevb.models.likelihoods import LIKELIHOODS  # noqa: E402
@@ -22,3 +21,13 @@ from aevb.training.checkpoint import load_run  # noqa: E402
 
 __all__ = ["__version__", "AEVB", "RunConfig", "LIKELIHOODS", "VAE", "build_model", "OBJECTIVES", "elbo", "iwae",
            "PRIORS", "load_run", "export_model"]
+
+
+def __getattr__(name: str):
+    """``aevb.AEVB`` on first use: the estimator imports scikit-learn (with scipy and pandas, about 1.4 s),
+    which a training run from the command line does not need (PEP 562 module attribute)."""
+    if name == "AEVB":
+        from aevb.api import AEVB
+
+        return AEVB
+    raise AttributeError(f"module 'aevb' has no attribute {name!r}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -99,6 +100,12 @@ print(f"test ELBO {test.mean():.2f}")
 """
 
 
+def child_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def environment(src: Path = SRC) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
     env["PYTHONPATH"] = str(src) + os.pathsep + env.get("PYTHONPATH", "")
@@ -109,9 +116,9 @@ def run_aevb(data_dir: str, epochs: int, extra: list[str], src: Path = SRC) -> d
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-c", PROBE, "train", "--data", "mnist", "--set", f"data.data_dir={data_dir}",
                "--epochs", str(epochs), "--threads", "1", "--out", str(Path(tmp) / "run"), *extra]
-        start = time.time()
+        start, cpu = time.time(), child_cpu()
         done = subprocess.run(cmd, env=environment(src), capture_output=True, text=True)
-        end = time.time()
+        end, cpu = time.time(), child_cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"aevb train failed ({done.returncode}):\n{done.stderr[-3000:]}")
     line = next(x for x in done.stderr.splitlines() if x.startswith("PROBE "))
@@ -120,17 +127,17 @@ def run_aevb(data_dir: str, epochs: int, extra: list[str], src: Path = SRC) -> d
     return {"total": end - start, "to_first_step": marks["first_step"] - start,
             "training": marks["last_step"] - marks["first_step"], "after_last_step": end - marks["last_step"],
             "cpu_to_first_step": marks["first_step_cpu"], "cpu_training": marks["last_step_cpu"] - marks["first_step_cpu"],
-            "cpu_after_last_step": marks["exit_cpu"] - marks["last_step_cpu"], "test": test}
+            "cpu_after_last_step": marks["exit_cpu"] - marks["last_step_cpu"], "cpu": cpu, "test": test}
 
 
 def run_plain(data_dir: str, epochs: int) -> dict:
-    start = time.time()
+    start, cpu = time.time(), child_cpu()
     done = subprocess.run([sys.executable, "-c", PLAIN, data_dir, str(epochs)], env=environment(),
                           capture_output=True, text=True)
-    end = time.time()
+    end, cpu = time.time(), child_cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"plain script failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return {"total": end - start, "test": done.stdout.strip()}
+    return {"total": end - start, "cpu": cpu, "test": done.stdout.strip()}
 
 
 def default_data_dir() -> str:
@@ -160,21 +167,23 @@ def main(argv=None) -> int:
                   f"{a['test']})", flush=True)
         p = run_plain(args.data_dir, args.epochs)
         results["plain"].append(p)
-        print(f"repeat {r + 1}: plain {p['total']:.1f} s ({p['test']})", flush=True)
+        print(f"repeat {r + 1}: plain {p['total']:.1f} s, CPU {p['cpu']:.1f} s ({p['test']})", flush=True)
     plain = statistics.median(x["total"] for x in results["plain"])
+    plain_cpu = statistics.median(x["cpu"] for x in results["plain"])
     print(f"\nmedians of {args.repeats}, {args.epochs} epoch(s) of MNIST, one thread:")
     for name, src in sources.items():
         med = {k: statistics.median(x[k] for x in results[name])
                for k in ("total", "to_first_step", "training", "after_last_step", "cpu_to_first_step",
-                         "cpu_training", "cpu_after_last_step")}
+                         "cpu_training", "cpu_after_last_step", "cpu")}
         print(f"  {name} ({src}): {med['total']:.1f} s = start -> first step {med['to_first_step']:.2f} s + "
               f"training {med['training']:.1f} s + last step -> exit {med['after_last_step']:.2f} s "
               f"(fixed cost {med['to_first_step'] + med['after_last_step']:.2f} s); plain / {name} = "
               f"{plain / med['total']:.2f}x")
-        print(f"    CPU time of the process: start -> first step {med['cpu_to_first_step']:.2f} s, training "
-              f"{med['cpu_training']:.1f} s, last step -> exit {med['cpu_after_last_step']:.2f} s (fixed cost "
-              f"{med['cpu_to_first_step'] + med['cpu_after_last_step']:.2f} s)")
-    print(f"  plain script: {plain:.1f} s")
+        print(f"    CPU time: {med['cpu']:.1f} s = start -> first step {med['cpu_to_first_step']:.2f} s + training "
+              f"{med['cpu_training']:.1f} s + last step -> exit {med['cpu_after_last_step']:.2f} s (fixed cost "
+              f"{med['cpu_to_first_step'] + med['cpu_after_last_step']:.2f} s); plain / {name} by CPU time = "
+              f"{plain_cpu / med['cpu']:.2f}x")
+    print(f"  plain script: {plain:.1f} s, CPU {plain_cpu:.1f} s")
     return 0
 
 

@@ -62,3 +62,18 @@ def test_two_gloo_processes_with_half_batches_equal_one_process_and_resume_acros
     c = read_tensors(find_checkpoint(killed))
     for key in a:
         torch.testing.assert_close(c[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_on_the_fast_path_equal_ddp_with_autograd(tmp_path):
+    """The IWAE bound (k=3): the hand-derived gradients averaged by one all-reduce give DDP's weights."""
+    args = [*ARGS, "--objective", "iwae", "--samples", "3"]
+    fast, ddp = tmp_path / "fast", tmp_path / "ddp"
+    r = torchrun(*args, "--out", fast, env_extra={"AEVB_DEBUG": "1"})
+    assert r.returncode == 0, r.stderr
+    r = torchrun(*args, "--set", "train.fast_path=false", "--out", ddp)
+    assert r.returncode == 0, r.stderr
+    a, b = read_tensors(find_checkpoint(fast)), read_tensors(find_checkpoint(ddp))
+    assert read_state(find_checkpoint(fast))["step"] == 30
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)

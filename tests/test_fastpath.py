@@ -207,8 +207,8 @@ def test_trainer_uses_the_fast_path_exactly_when_it_applies():
         setattr(getattr(other, section), key, value)
         assert why in fast_path_reason(model, other)
         assert isinstance(build_bound_module(model, other), BoundModule)
-    assert "DDP" in fast_path_reason(model, cfg, world_size=2)
-    assert isinstance(build_bound_module(model, cfg, world_size=2), BoundModule)
+    assert fast_path_reason(model, cfg, world_size=2) == ""  # under torchrun it averages its own gradients
+    assert isinstance(build_bound_module(model, cfg, world_size=2), FastElbo)
     for sigma in ("learned_shared", "learned_per_dim", "predicted"):
         gaussian = model_for(likelihood="gaussian", sigma=sigma, dtype=torch.float32)
         assert "likelihood" in fast_path_reason(gaussian, cfg)

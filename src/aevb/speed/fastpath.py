@@ -129,7 +129,6 @@ def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
     t, o = cfg.train, cfg.objective
     checks = [
         (not getattr(t, "fast_path", True), "train.fast_path is off"),
-        (world_size > 1, "distributed training (DDP) uses autograd"),
         (t.compile, "train.compile is on"),
         (o.name not in ("elbo", "iwae"), f"objective {o.name} (needs elbo or iwae)"),
         (o.name == "iwae" and o.beta != 1.0, "the iwae bound with beta != 1"),
@@ -351,9 +350,27 @@ class FastElbo:
         sums[3] = len(value)
         if any_rank(not math.isfinite(sums[0])):
             return None, describe_nonfinite(value, recon, kl, examples)
+        if world_size > 1:
+            average_gradients(self.params, world_size)
         add_prior_gradient(params, train_cfg.weight_decay, num_train)
         check = clip_or_check_gradients(params, train_cfg.grad_clip)
         if not bool(torch.isfinite(check)):
             return None, f"the bound is finite but the gradient of {first_bad_gradient(model)} is not"
         step_optimizer(optimizer)
         return sums, ""
+
+
+def average_gradients(params: list, world_size: int) -> None:
+    """Each ``.grad`` <- the mean of that gradient over the ``world_size`` ranks (what DistributedDataParallel
+    does in its backward pass): one all-reduce of all gradients laid end to end, then divided by the world size.
+
+    With the local loss -sum(bound) * W / B_global on every rank (``step.optimizer_step``) the mean is the
+    gradient of -mean(bound) over the global batch, as under DDP (same numbers to float rounding: DDP divides
+    before summing)."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(world_size)
+    torch._foreach_copy_(grads, [v.view_as(g) for v, g in zip(flat.split([g.numel() for g in grads]), grads)])

@@ -363,7 +363,7 @@ def fit_wrapped(ts: TrainState, run: Run) -> None:
     """
     module = build_bound_module(ts.model, run.cfg, run.ctx.world_size)
     try:
-        if run.ctx.enabled:
+        if run.ctx.enabled and not isinstance(module, FastElbo):  # the fast path averages its own gradients
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             device = run.ctx.device

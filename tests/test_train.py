@@ -275,3 +275,17 @@ def test_a_run_refused_for_its_data_leaves_no_run_directory(tmp_path):
     with pytest.raises(ValueError, match="binary values 0/1"):
         train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.25, float("nan")])
+def test_dynamic_binarization_refuses_values_outside_the_unit_interval_and_nan(bad):
+    from aevb.data import DataInfo, Splits
+    from aevb.training.loop import check_data_fits
+
+    info = DataInfo(name="t", shape=(3,), num_dims=3, support="binary", binarization="dynamic")
+    good = torch.rand(4, 3)
+    check_data_fits(None, Splits(good, good, good), info)  # values in [0, 1] pass
+    x = good.clone()
+    x[2, 1] = bad
+    with pytest.raises(ValueError, match="valid: dynamic binarization needs values in"):
+        check_data_fits(None, Splits(good, x, good), info)

@@ -108,7 +108,7 @@ class TrainConfig:
     compile: bool = _f(False, "use torch.compile on the model")
     quiet: bool = _f(False, "no progress bars, one line per epoch")
     keep_checkpoints: int = _f(2, "step checkpoints kept on disk (older ones are deleted; best is kept apart)")
-    fast_path: bool = _f(True, "use the hand-derived ELBO gradient (no autograd) when the model allows it; see docs/performance.md")
+    fast_path: bool = _f(True, "use the hand-derived ELBO or IWAE gradient (no autograd) when the model allows it; see docs/performance.md")
     flush_denormal: bool = _f(True, "CPU: flush denormal floats to zero while training (faster, same results to float tolerance)")
     tensorboard: bool = _f(True, "also write TensorBoard event files under run_dir/tensorboard when tensorboard is installed")
 

@@ -225,7 +225,7 @@ def test_a_real_full_tmpfs_gives_one_line_and_the_run_resumes_once_space_is_free
 @pytest.mark.slow
 def test_two_trainers_on_one_out_at_once_the_second_is_refused(tmp_path):
     out = tmp_path / "run"
-    args = ["--data", "digits", "--hidden", "32", "--latent-dim", "4", "--epochs", "200", "--quiet"]
+    args = ["--data", "digits", "--hidden", "32", "--latent-dim", "4", "--epochs", "100000", "--quiet"]  # until killed
     env = dict(os.environ, PYTHONPATH=str(os.path.join(os.path.dirname(__file__), "..", "src")), OMP_NUM_THREADS="1",
                MPLBACKEND="Agg")
     first = subprocess.Popen([sys.executable, "-m", "aevb", "train", *args, "--out", str(out)], env=env,

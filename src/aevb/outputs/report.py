@@ -236,9 +236,9 @@ def gather_report(run_dir: str | Path, which: str = "last", seed: int = 0) -> Re
     except (RuntimeError, ValueError, OSError, KeyError) as e:
         from aevb.data.excerpt import redact
 
-        reason = redact(str(e))  # no excerpt of a file aevb did not write goes into the report
-        notes.append(f"figures taken from {run_dir / 'plots'}: the model could not be loaded ({reason})")
-        problems.append(f"the model could not be loaded ({reason}); figures taken from {run_dir / 'plots'}")
+        # the page gets no excerpt of a file aevb did not write; the terminal gets the (short, masked) message
+        notes.append(f"figures taken from {run_dir / 'plots'}: the model could not be loaded ({redact(str(e))})")
+        problems.append(f"the model could not be loaded ({e}); figures taken from {run_dir / 'plots'}")
         report.figures = [(p.stem, p.read_bytes()) for p in sorted((run_dir / "plots").glob("*.png"))]
     return report
 

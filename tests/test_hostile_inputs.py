@@ -69,7 +69,7 @@ def test_the_report_of_a_run_whose_data_points_at_secrets_holds_none_of_them(tmp
         for secret in ("API_KEY", "sk-very", "hunter2", "USER=me"):
             assert secret not in page  # nothing of the file in the HTML
         for secret in ("sk-very", "hunter2", "=me"):
-            assert secret not in r.stderr  # the terminal shows at most 'API_KEY=…' 
+            assert secret not in r.stderr  # the terminal shows at most 'API_KEY=…'
 
 
 def png_header_only(path, width, height):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from aevb.cli import main
@@ -18,7 +20,10 @@ def test_data_list_names_every_named_set_and_where_it_is(tmp_path, monkeypatch, 
     for name in DATASETS:
         assert f"\n{name}\n" in f"\n{out}"
     assert f"found in {tmp_path / 'cache' / 'mnist'}" in out
-    assert "apt-get install dataset-fashion-mnist" in out
+    if Path("/usr/share/datasets/fashion-mnist").is_dir():  # Debian's dataset-fashion-mnist is installed here
+        assert "found in /usr/share/datasets/fashion-mnist" in out
+    else:
+        assert "apt-get install dataset-fashion-mnist" in out
     assert f"not found (frey_rawface.mat or .npz via --data-dir DIR; searched {tmp_path / 'cache' / 'frey_face'})" in out
 
 

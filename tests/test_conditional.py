@@ -147,3 +147,21 @@ def test_a_conditional_run_trains_resumes_evaluates_samples_scores_encodes_and_p
     assert any("log p(x|y)" in n for n in report.notes) and "samples_per_class" in dict(report.figures)
     assert main(["sample", str(whole), "-n", "4", "--label", "10", "--out", str(tmp_path / "x.png")]) == 2
     assert "label 10 (example 0) is not a class of this model: labels are 0..9" in capsys.readouterr().err
+
+
+def test_labels_of_a_users_npz_condition_the_model_and_data_without_labels_are_refused(tmp_path, capsys):
+    from aevb.cli import main
+
+    g = np.random.default_rng(0)
+    y = g.integers(0, 3, 300)
+    x = (g.random((300, 12)) < np.where(y[:, None] == np.arange(3).repeat(4)[None], 0.9, 0.1)).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    args = ["--hidden", "16", "--latent-dim", "2", "--epochs", "1", "--quiet", "--set", "model.conditional=true"]
+    assert main(["train", "--data", str(tmp_path / "d.npz"), *args, "--out", str(tmp_path / "run")]) == 0
+    from aevb.config import RunConfig
+
+    assert RunConfig.load(tmp_path / "run" / "config.json").model.num_classes == 3  # resolved from y
+    np.savez(tmp_path / "nolabels.npz", x=x)
+    capsys.readouterr()
+    assert main(["train", "--data", str(tmp_path / "nolabels.npz"), *args, "--out", str(tmp_path / "r2")]) == 2
+    assert "model.conditional = true needs labels, but the train split" in capsys.readouterr().err

@@ -141,6 +141,7 @@ def test_save_and_load_give_the_same_codes_and_scores(tmp_path, wine):
     np.testing.assert_array_equal(back.transform(X), vae.transform(X))
     np.testing.assert_array_equal(back.score_samples(X[:10]), vae.score_samples(X[:10]))
     assert back.get_params() == vae.get_params()
+    assert AEVB.load(folder, device="cpu").get_params()["device"] == "cpu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

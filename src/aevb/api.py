@@ -354,8 +354,9 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "AEVB":
-        """An estimator written by ``save``, ready to transform, score and sample."""
+    def load(cls, path: str | Path, device: str | None = None) -> "AEVB":
+        """An estimator written by ``save``, ready to transform, score and sample (on ``device`` if given,
+        e.g. "cpu" for one saved on a GPU machine; else on its own ``device`` parameter)."""
         path = Path(path)
         try:
             meta = json.loads((path / "estimator.json").read_text())
@@ -364,6 +365,8 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{path}: not an AEVB estimator folder written by AEVB.save ({e})") from None
         params = meta["params"]
         params["hidden"] = tuple(params["hidden"])
+        if device is not None:
+            params["device"] = device
         est = cls(**params)
         est.config_ = est._config()
         est.info_ = DataInfo.from_dict(meta["info"])

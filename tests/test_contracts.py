@@ -250,3 +250,86 @@ def test_conditional_model_with_each_prior_gives_finite_bounds_gradients_and_sam
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     drawn = model.sample(6, torch.Generator().manual_seed(0), labels=torch.tensor([0, 1, 2, 0, 1, 2]))
     assert drawn.shape == (6, 12) and torch.isfinite(drawn).all()
+
+# every model family: (id, ModelConfig settings, data shape). The contract tests below run on each;
+# a new family (posterior, prior, number of layers) adds a row here.
+MODEL_CASES = [
+    ("one_layer_mlp", {"latent_dim": 3, "hidden": [16]}, (4, 3)),
+    ("one_layer_conv", {"arch": "conv", "latent_dim": 3, "hidden": [8]}, (8, 8)),
+    ("two_layer_mlp", {"latent_dims": [4, 2], "hidden": [16], "stochastic_hidden": [8]}, (4, 3)),
+    ("three_layer_mlp", {"latent_dims": [5, 3, 2], "hidden": [16], "stochastic_hidden": [8, 8]}, (4, 3)),
+    ("two_layer_conv_relu", {"arch": "conv", "latent_dims": [4, 2], "hidden": [8], "stochastic_hidden": [],
+                             "activation": "relu"}, (8, 8)),
+    ("two_layer_gaussian", {"latent_dims": [3, 2], "hidden": [16], "likelihood": "gaussian", "sigma": "predicted"},
+     (4, 3)),
+    ("full_covariance", {"latent_dim": 3, "hidden": [16], "posterior": "full_covariance"}, (4, 3)),
+    ("planar", {"latent_dim": 3, "hidden": [16], "posterior": "planar", "flow_steps": 2}, (4, 3)),
+    ("iaf", {"latent_dim": 3, "hidden": [16], "posterior": "iaf", "flow_steps": 2}, (4, 3)),
+    ("mog_prior", {"latent_dim": 3, "hidden": [16], "prior": "mog", "prior_components": 4}, (4, 3)),
+    ("vamp_prior", {"latent_dim": 3, "hidden": [16], "prior": "vamp", "prior_components": 4}, (4, 3)),
+    ("two_layer_iaf_mog", {"latent_dims": [4, 2], "hidden": [16], "stochastic_hidden": [8], "posterior": "iaf",
+                           "flow_steps": 2, "prior": "mog", "prior_components": 3}, (4, 3)),
+    ("two_layer_full_covariance", {"latent_dims": [4, 2], "hidden": [16], "stochastic_hidden": [8],
+                                   "posterior": "full_covariance"}, (4, 3)),
+]
+
+
+def build_family(settings, shape, seed=0):
+    num_dims = math.prod(shape)
+    support = "unit_interval" if settings.get("likelihood") == "gaussian" else "binary"
+    info = DataInfo(name="t", shape=shape, num_dims=num_dims, support=support, binarization="none")
+    g = torch.Generator().manual_seed(seed)
+    x = unit((B, num_dims), g) if support == "unit_interval" else binary((B, num_dims), g)
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(**settings), info, train_mean=x.mean(0)), x
+
+
+@pytest.mark.parametrize("name, settings, shape", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_iwae_with_one_sample_equals_the_monte_carlo_elbo_on_the_same_noise(name, settings, shape):
+    model, x = build_family(settings, shape)
+    eps = torch.randn(1, B, model.noise_dim, generator=torch.Generator().manual_seed(1))
+    iwae_1 = OBJECTIVES["iwae"](model, x, num_samples=1, noise=eps)
+    elbo_mc = OBJECTIVES["elbo"](model, x, num_samples=1, kl="mc", noise=eps)
+    torch.testing.assert_close(iwae_1.value, elbo_mc.value, rtol=1e-6, atol=1e-5)
+    assert iwae_1.value.shape == (B,) and torch.isfinite(iwae_1.value).all()
+
+
+@pytest.mark.parametrize("name, settings, shape", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_log_weights_are_the_sum_of_the_contracts_log_densities(name, settings, shape):
+    model, x = build_family(settings, shape)
+    z = model.sample_posterior(x, 3, torch.Generator().manual_seed(2))
+    assert [tuple(t.shape) for t in z] == [(3, B, d) for d in model.latent_dims]
+    parts = (model.log_likelihood(x, z), model.log_prior(z), model.log_q(z, x))
+    assert all(p.shape == (3, B) and torch.isfinite(p).all() for p in parts)
+    log_w = model.log_weights(x, 3, torch.Generator().manual_seed(2))  # the same generator state: the same z
+    torch.testing.assert_close(log_w, parts[0] + parts[1] - parts[2])
+    bound = OBJECTIVES["elbo"](model, x, num_samples=2, kl="analytic", noise=torch.Generator().manual_seed(3))
+    bound.value.mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, settings, shape", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_sampling_encoding_and_reconstruction_go_through_the_contract(name, settings, shape):
+    model, x = build_family(settings, shape)
+    a = model.sample(4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.sample(4, torch.Generator().manual_seed(0)), a)  # the generator decides
+    assert a.shape == (4, x.shape[1]) and torch.isfinite(a).all()
+    moments = model.posterior_moments(x, num_samples=64, generator=torch.Generator().manual_seed(0))
+    assert [tuple(m.shape) for m, _, _ in moments] == [(B, d) for d in model.latent_dims]
+    assert all((v > 0).all() for _, v, _ in moments)
+    assert model.reconstruct(x).shape == x.shape
+    top = torch.zeros(2, model.latent_dims[-1])
+    assert model.decode_mean(top).shape == (2, x.shape[1])
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_generic_evaluator_gives_the_fast_gaussian_evaluators_numbers(likelihood, monkeypatch):
+    from aevb.inference import importance
+
+    settings = {"latent_dim": 3, "hidden": [16], "likelihood": likelihood, "sigma": "0.3"}
+    model, x = build_family(settings, (4, 3))
+    fast = importance.importance_sample(model, x, k=300, seed=5, progress=False, workers=1, memory_mb=1)
+    monkeypatch.setattr(importance, "is_diagonal_gaussian_one_layer", lambda model, x: False)
+    generic = importance.importance_sample(model, x, k=300, seed=5, progress=False, workers=1, memory_mb=1)
+    for key in ("log_px", "elbo", "recon", "kl", "mu"):
+        torch.testing.assert_close(generic[key], fast[key], rtol=1e-5, atol=1e-4, msg=key)

@@ -265,7 +265,7 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         model.train()
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            x, eps = draw_batch(x_train, idx, slice(None), info.binarization, o.num_samples, model.latent_dim, generator)
+            x, eps = draw_batch(x_train, idx, slice(None), info.binarization, o.num_samples, model.noise_dim, generator)
             if self.scaling_.mode == "levels":  # fresh uniform dequantization noise every batch
                 x = (x + torch.rand(x.shape, generator=generator, device=x.device)) / self.levels_
             sums, why = step(module, model, optimizer, params, x, eps, o.beta, idx, len(idx), 1, t, n,
@@ -289,10 +289,14 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     @torch.no_grad()
     def transform(self, X) -> np.ndarray:
-        """Posterior means E_q[z|x] of the model values of X (not binarized). Returns (N, latent_dim) float32."""
+        """Posterior means E_q[z|x] of the model values of X (not binarized). Returns (N, latent_dim) float32.
+
+        Closed form where the posterior family has one, else Monte Carlo (``model.posterior_moments``:
+        its stated number of draws, seeded with ``random_state``)."""
         x = self._scaled_tensor(X)
         with _threads(self.threads):
-            mu = [self.model_.posterior(x[i:i + 1000]).mean for i in range(0, len(x), 1000)]
+            g = torch.Generator(device=x.device).manual_seed(self.random_state)  # Monte Carlo where no closed form
+            mu = [self.model_.posterior_moments(x[i:i + 1000], generator=g)[0][0] for i in range(0, len(x), 1000)]
         return torch.cat(mu).cpu().numpy().astype(np.float32)
 
     @torch.no_grad()

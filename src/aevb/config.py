@@ -56,8 +56,10 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     arch: str = _f("mlp", "encoder/decoder network family", ("mlp", "conv"))
-    latent_dim: int = _f(20, "number of latent dimensions of z")
-    hidden: list = _f([500], "hidden layer sizes of the MLP encoder (the decoder mirrors them)")
+    latent_dim: int = _f(20, "number of latent dimensions of z (one stochastic layer)")
+    latent_dims: list = _f([], "sizes of L >= 2 stochastic layers z_1..z_L, z_1 next to x (e.g. 100,50); replaces latent_dim")
+    hidden: list = _f([500], "hidden layer sizes of the MLP encoder x -> z_1 (the decoder z_1 -> x mirrors them)")
+    stochastic_hidden: list = _f([100, 100], "hidden sizes of the MLPs of q(z_l+1|z_l) (p(z_l|z_l+1) mirrors them), L >= 2 only")
     activation: str = _f("tanh", "hidden activation", ("tanh", "relu", "elu", "softplus"))
     likelihood: str = _f("bernoulli", "observation model p(x|z) (see docs/likelihoods.md)")
     sigma: str = _f("learned_shared", "gaussian/laplace scale: a number (fixed) or learned_shared, learned_per_dim, predicted")
@@ -304,6 +306,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     problems += [f"{k} = {v!r}: must be a positive integer" for k, v in positive if v < 1]
     if any(h < 1 for h in m.hidden):
         problems.append(f"model.hidden = {m.hidden!r}: every layer size must be a positive integer")
+    problems += _validate_layers(m)
     if not t.lr > 0:
         problems.append(f"train.lr = {t.lr!r}: must be > 0")
     if not t.adam_eps > 0:
@@ -361,6 +364,30 @@ def posterior_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"model.flow_context_dim = {m.flow_context_dim!r}: must be >= 0")
     if any(h < 1 for h in m.flow_hidden):
         problems.append(f"model.flow_hidden = {m.flow_hidden!r}: every layer size must be a positive integer")
+    return problems
+
+
+def _validate_layers(m: ModelConfig) -> list[str]:
+    """The stochastic layers: ``latent_dims`` (L >= 2 sizes) replaces ``latent_dim``, which then
+    follows its first entry (resolved here, so the saved config says what was built)."""
+    problems = []
+    if any(h < 1 for h in m.stochastic_hidden):
+        problems.append(f"model.stochastic_hidden = {m.stochastic_hidden!r}: every layer size must be a positive integer")
+    if not m.latent_dims:
+        return problems
+    if len(m.latent_dims) < 2 or any(d < 1 for d in m.latent_dims):
+        problems.append(f"model.latent_dims = {m.latent_dims!r}: allowed values are two or more positive sizes "
+                        f"(e.g. 100,50), or empty for one layer of model.latent_dim")
+    else:
+        m.latent_dim = m.latent_dims[0]
+    if getattr(m, "conditional", False):
+        problems.append(f"model.conditional = true with model.latent_dims = {m.latent_dims!r}: the conditional VAE "
+                        "has one stochastic layer; use empty model.latent_dims (and model.latent_dim), or no labels")
+    if m.prior == "vamp":
+        problems.append(f"model.prior = 'vamp' with model.latent_dims = {m.latent_dims!r}: the VampPrior mixes the "
+                        "inference network's q(z|u_k), which for L >= 2 layers has no density on the top layer z_L "
+                        "(it integrates over the layers below); use model.prior = mog or standard_normal, or one "
+                        "layer (empty model.latent_dims)")
     return problems
 
 

@@ -1,6 +1,9 @@
 """Encode a data set with a trained run: posterior means and log-variances of q(z|x) (and labels
 when known), in the row order of the input, saved as a numeric .npz (arrays mu, log_var, labels;
 no pickle) or, for a --out ending in .csv, a CSV with columns mu_0.., log_var_0.. [, label].
+A model with L >= 2 stochastic layers adds mu_2, log_var_2, ... (columns mu2_0.., log_var2_0..)
+for the marginals q(z_l|x); moments without a closed form are Monte Carlo estimates (the
+command says with how many samples).
 
 With ``--data`` every row is encoded in input order by default (``--split all``); without it, the
 run's test split. Examples are encoded as prepared by the run's data settings but without binarization (the
@@ -32,19 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's default)")
 
 
-def write_csv(path: str, mu: np.ndarray, log_var: np.ndarray, labels: np.ndarray | None) -> None:
-    """One row per example: mu_0..mu_{D-1}, log_var_0..log_var_{D-1}[, label]."""
-    dims = range(mu.shape[1])
+def write_csv(path: str, layers: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray | None) -> None:
+    """One row per example: mu_0..mu_{D-1}, log_var_0..log_var_{D-1} (layer 1), then mu2_0.., log_var2_0..
+    for each upper layer, [, label]."""
+    header = []
+    for layer, (mu, _) in enumerate(layers):
+        tag = "" if layer == 0 else str(layer + 1)
+        header += [f"mu{tag}_{d}" for d in range(mu.shape[1])] + [f"log_var{tag}_{d}" for d in range(mu.shape[1])]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([f"mu_{d}" for d in dims] + [f"log_var_{d}" for d in dims] + (["label"] if labels is not None else []))
-        for i in range(len(mu)):
-            row = [f"{v:.9g}" for v in mu[i]] + [f"{v:.9g}" for v in log_var[i]]
+        w.writerow(header + (["label"] if labels is not None else []))
+        for i in range(len(layers[0][0])):
+            row = [f"{v:.9g}" for mu, log_var in layers for v in (*mu[i], *log_var[i])]
             w.writerow(row + ([int(labels[i])] if labels is not None else []))
 
 
 def run(args: argparse.Namespace) -> int:
-    from aevb.inference.evaluate import encode
+    from aevb.inference.evaluate import encode_layers
 
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".npz", ".csv"):
@@ -55,14 +62,21 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     x, labels, info = load_data(cfg, model, args.data, split, args.data_dir, run_info)
-    mu, log_var = encode(model, x, labels=labels)  # labels: used by a conditional model, q(z|x,y)
-    arrays = {"mu": mu.numpy(), "log_var": log_var.numpy()}
+    layers, hows = encode_layers(model, x, labels=labels)  # labels: used by a conditional model, q(z|x,y)
+    arrays = {}
+    for layer, (mu, log_var) in enumerate(layers):
+        tag = "" if layer == 0 else f"_{layer + 1}"
+        arrays[f"mu{tag}"], arrays[f"log_var{tag}"] = mu.numpy(), log_var.numpy()
     if labels is not None:
         arrays["labels"] = labels.numpy()
     if suffix == ".csv":
-        write_csv(args.out, arrays["mu"], arrays["log_var"], arrays.get("labels"))
+        write_csv(args.out, [(m.numpy(), v.numpy()) for m, v in layers], arrays.get("labels"))
     else:
         np.savez(args.out, **arrays)  # type: ignore[arg-type]
-    print(f"wrote mu and log_var ({len(x)} x {mu.shape[1]}){' and labels' if labels is not None else ''} "
+    sizes = " + ".join(str(mu.shape[1]) for mu, _ in layers)
+    print(f"wrote mu and log_var ({len(x)} x {sizes}){' and labels' if labels is not None else ''} "
           f"of {info.name} ({split} rows) to {args.out}")
+    for layer, how in enumerate(hows):
+        if how != "closed form":
+            print(f"layer {layer + 1}: posterior mean and variance of q(z_{layer + 1}|x) by {how} per example")
     return 0

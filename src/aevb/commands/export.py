@@ -31,7 +31,11 @@ def run(args: argparse.Namespace) -> int:
     _, model, info = load_run(args.run_dir, which=args.checkpoint)
     out = Path(args.out) if args.out else Path(args.run_dir) / "export" / args.format
     manifest = export_model(model, info, out, args.format)
-    print(f"encoder: {out / manifest['encoder']['file']}  (x {manifest['encoder']['input']['x']} -> mu, log_var)")
+    print(f"encoder: {out / manifest['encoder']['file']}  (x {manifest['encoder']['input']['x']} -> "
+          f"{', '.join(manifest['encoder']['outputs'])})")
     print(f"decoder: {out / manifest['decoder']['file']}  (z {manifest['decoder']['input']['z']} -> "
           f"{manifest['likelihood']} parameters {manifest['decoder']['outputs']['params']})")
+    for stem, layer in manifest.get("layers", {}).items():
+        (name, shape), = layer["input"].items()
+        print(f"{stem}: {out / layer['file']}  ({name} {shape} -> {', '.join(layer['outputs'])})")
     return 0

@@ -14,9 +14,10 @@ import math
 
 import torch
 
-from aevb.inference.importance import SigmoidMLP, choose_chunks, importance_sample, posterior_loc_scale, prepare_data
+from aevb.inference.importance import SigmoidMLP, choose_chunks, importance_sample, prepare_data
+from aevb.models.base import MC_SAMPLES
 
-__all__ = ["evaluate", "score_examples", "encode", "evaluate_elbo", "bits_per_dim", "count_active_units",
+__all__ = ["evaluate", "score_examples", "encode", "encode_layers", "evaluate_elbo", "bits_per_dim", "count_active_units",
            "importance_sample", "choose_chunks", "prepare_data", "SigmoidMLP"]
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016), section 5.2
@@ -95,10 +96,13 @@ def evaluate(model, x: torch.Tensor, info, *, k: int = 5000, seed: int = 1234, m
     elbo, elbo_se = mean_and_se(stats["elbo"])
     log_px, log_px_se = mean_and_se(stats["log_px"])
     observed = observed_entries(x, info)
+    dims = list(getattr(model, "latent_dims", [stats["mu"].shape[1]]))
+    per_layer = [count_active_units(mu) for mu in stats["mu"].split(dims, dim=1)]
     result = {"n": len(x), "elbo": elbo, "elbo_se": elbo_se, "recon": float(stats["recon"].mean()),
               "kl": float(stats["kl"].mean()), "log_px": log_px, "log_px_se": log_px_se, "k": k,
               "bits_per_dim": bits_per_dim(log_px, info, model.likelihood_module, observed),
-              "active_units": count_active_units(stats["mu"]), "latent_dim": int(stats["mu"].shape[1]),
+              "active_units": sum(per_layer), "latent_dim": int(stats["mu"].shape[1]),
+              **({"active_units_per_layer": per_layer, "latent_dims": dims} if len(dims) > 1 else {}),
               "split": split, "binarization": info.binarization, "seed": seed, "data": getattr(info, "name", "")}
     if observed is not None:
         result["observed"] = observed_note(observed, info.num_dims)
@@ -127,26 +131,46 @@ def score_examples(model, x: torch.Tensor, *, binarization: str = "none", k: int
 
 
 @torch.no_grad()
-def encode(model, x: torch.Tensor, *, batch_size: int = 1000,
-           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and log-variances of q(z|x) for x (N, num_dims) as given (no binarization);
-    of q(z|x,y) for a conditional model, which needs the labels (N,).
+def encode_layers(model, x: torch.Tensor, *, batch_size: int = 1000, num_samples: int = MC_SAMPLES,
+                  seed: int = 1234, labels: torch.Tensor | None = None) -> tuple[list[tuple[torch.Tensor, torch.Tensor]],
+                                                                                  list[str]]:
+    """Per layer, the mean and log-variance of the marginal q(z_l|x) for x (N, num_dims) as given
+    (no binarization); of q(z|x,y) for a conditional model, which needs the labels (N,).
+
+    Closed forms where the layer's family has them (layer 1 of a Gaussian posterior), otherwise
+    ``num_samples`` Monte Carlo draws per example from a generator seeded with ``seed``
+    (``model.posterior_moments``).
 
     Returns:
-        (mu, log_var), each (N, D) float32 on the CPU.
+        ([(mu_l, log_var_l), ...] each (N, D_l) float32 on the CPU, [how each layer was computed]).
     """
     device = next(model.parameters()).device
-    mus, log_vars = [], []
-    for i in range(0, len(x), batch_size):
-        m = model.given(_labels_for(model, labels, len(x))[i:i + batch_size]) if getattr(model, "conditional", False) \
+    generator = torch.Generator(device=device).manual_seed(seed)
+    dims = list(getattr(model, "latent_dims", [model.latent_dim]))
+    step = max(1, min(batch_size, 2**24 // max(1, num_samples * sum(dims))))  # MC draws stay within ~64 MB
+    parts: list[list] = [[] for _ in dims]
+    hows = ["closed form"] * len(dims)
+    for i in range(0, len(x), step):
+        m = model.given(_labels_for(model, labels, len(x))[i:i + step]) if getattr(model, "conditional", False) \
             else model
-        mu, sigma = posterior_loc_scale(m.posterior(x[i:i + batch_size].to(device)))
-        mus.append(mu.float().cpu())
-        log_vars.append((2 * sigma.log()).float().cpu())
-    latent_dim = model.latent_dim
-    if not mus:
-        return torch.zeros(0, latent_dim), torch.zeros(0, latent_dim)
-    return torch.cat(mus), torch.cat(log_vars)
+        moments = m.posterior_moments(x[i:i + step].to(device), num_samples, generator)
+        for layer, (mean, var, how) in enumerate(moments):
+            parts[layer].append((mean.float().cpu(), var.log().float().cpu()))
+            hows[layer] = how
+    layers = [(torch.cat([m for m, _ in p]), torch.cat([v for _, v in p])) if p else
+              (torch.zeros(0, d), torch.zeros(0, d)) for p, d in zip(parts, dims)]
+    return layers, hows
+
+
+def encode(model, x: torch.Tensor, *, batch_size: int = 1000,
+           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and log-variance of q(z_1|x) (of q(z|x,y) for a conditional model, given the labels (N,))
+    for x (N, num_dims) as given (no binarization); see ``encode_layers``.
+
+    Returns:
+        (mu, log_var), each (N, D_1) float32 on the CPU.
+    """
+    return encode_layers(model, x, batch_size=batch_size, labels=labels)[0][0]
 
 
 def _labels_for(model, labels: torch.Tensor | None, n: int) -> torch.Tensor:

@@ -20,13 +20,21 @@ Randomness (documented so that it can be reproduced independently; tests do):
   1. dynamic binarization: ``torch.bernoulli(x, generator=Generator().manual_seed(seed))`` once
      over the whole input, on x's device, before any chunking;
   2. noise: a generator on the model's device seeded with ``seed + 1`` draws, for each example in
-     input order, ``torch.randn(K, D)`` (the rows are the K samples, in order); for K above
+     input order, ``torch.randn(K, D)`` (the rows are the K samples, in order; D = the model's
+     ``noise_dim``, layer l taking its D_l columns in order); for K above
      ``NOISE_PIECE`` (65,536) the rows come as ``torch.randn(NOISE_PIECE, D)`` pieces, in order,
      the last one shorter.
 Chunking, the memory budget and the number of worker threads therefore never change the numbers.
 When even one example's K x D noise does not fit ``memory_mb``, its noise is drawn piece by piece
 while the samples are decoded (``NoiseStream``), one example at a time: memory stays bounded for
 any K (up to ``MAX_K``), with the same numbers.
+
+Any model with the contract of ``aevb.models.base`` is evaluated by ``generic_chunk_stats``: each
+block of noise goes through ``model.trace`` (z_l from the columns of eps for layer l; noise_dim =
+sum of the layers' sizes), so flows, full covariances and L stochastic layers need nothing here.
+The fast path above (``chunk_stats``) is a special case for a one-layer model with a diagonal
+Gaussian q(z|x); on the models it covers both give the same numbers from the same noise
+(tests/test_contracts.py, test_generic_evaluator_gives_the_fast_gaussian_evaluators_numbers).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 from tqdm import tqdm
 
+from aevb.models.base import closed_form_moments
 from aevb.models.likelihoods import BernoulliLikelihood
 from aevb.speed import gemm
 
@@ -175,7 +184,8 @@ def _draw_rows(generator: torch.Generator, k: int, latent_dim: int, like: torch.
 
 
 def draw_noise(generator: torch.Generator, num_examples: int, k: int, latent_dim: int, like: torch.Tensor):
-    """(B, K, D) standard-normal noise: ``torch.randn(K, D)`` per example, in order, from one generator."""
+    """(B, K, D) standard-normal noise: ``torch.randn(K, D)`` per example, in order, from one generator
+    (D = the model's ``noise_dim``: the sum of its layers' sizes)."""
     return torch.stack([torch.cat(list(_draw_rows(generator, k, latent_dim, like)))
                         for _ in range(num_examples)])
 
@@ -203,6 +213,51 @@ def noise_blocks(eps, size: int):
         return
     for start in range(0, eps.shape[1], size):
         yield eps[:, start:start + size]
+
+
+def is_diagonal_gaussian_one_layer(model, x: torch.Tensor) -> bool:
+    """Whether ``chunk_stats`` (the fast path) applies: one stochastic layer and a diagonal Gaussian q(z|x)."""
+    if getattr(model, "num_layers", 1) != 1:
+        return False
+    q_z = model.posterior(x[:1])
+    return isinstance(q_z, Independent) and type(q_z.base_dist) is Normal and q_z.reinterpreted_batch_ndims == 1
+
+
+@torch.no_grad()
+def generic_chunk_stats(model, x: torch.Tensor, eps: torch.Tensor, block: int) -> dict:
+    """``chunk_stats`` for any model through its contract: noise eps (B, K, noise_dim) gives z ~ q(z|x)
+    in blocks of ``block`` draws via ``model.trace``. The KL uses closed forms where a layer has one.
+
+    Returns:
+        {"log_px", "recon", "kl", "elbo"}, each (B,) float64 in nats, and "mu" (B, noise_dim): the
+        posterior means of all layers side by side, layer 1 in closed form where its family has
+        one, otherwise (and for layers above) the mean of the K draws.
+    """
+    num_examples, k = eps.shape[:2]  # eps: a (B, K, D) tensor or a ``NoiseStream``
+    zeros = lambda: torch.zeros(num_examples, dtype=torch.float64, device=x.device)  # noqa: E731
+    run_max, run_sum, recon, kl_sum = torch.full_like(zeros(), -math.inf), zeros(), zeros(), zeros()
+    z_sum, kl_exact = None, None
+    for e in noise_blocks(eps, block):
+        e = e.transpose(0, 1)  # (S, B, noise_dim)
+        t = model.trace(x, e.shape[0], e, kl="analytic")
+        log_w = (t.log_p_x_given_z + (t.log_p_z - t.log_q_z)).double().T  # (B, S)
+        new_max = torch.maximum(run_max, log_w.max(1).values)
+        run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(log_w - new_max[:, None]).sum(1)
+        run_max = new_max
+        recon += t.log_p_x_given_z.double().sum(0)
+        if t.kl.dim() == 1:
+            kl_exact = t.kl.double()
+        else:
+            kl_sum += t.kl.double().sum(0)
+        z_block = torch.cat(t.z, dim=-1).double().sum(0)  # (B, noise_dim)
+        z_sum = z_block if z_sum is None else z_sum + z_block
+    recon /= k
+    kl = kl_exact if kl_exact is not None else kl_sum / k
+    mu = (z_sum / k).to(x.dtype)
+    first = closed_form_moments(model.posterior(x))
+    if first is not None:
+        mu[:, :first[0].shape[-1]] = first[0]
+    return {"log_px": run_max + run_sum.log() - math.log(k), "recon": recon, "kl": kl, "elbo": recon - kl, "mu": mu}
 
 
 @torch.no_grad()
@@ -289,7 +344,7 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
     """Per-example L_K, ELBO, its terms and posterior means over x (N, num_dims), in input order.
 
     Args:
-        model: a ``VAE`` with a diagonal Gaussian posterior; evaluated on its own device.
+        model: any model with the contract of ``aevb.models.base``; evaluated on its own device.
         x: (N, num_dims) data, on any device.
         k: K, importance samples per example.
         seed: seeds the binarization and the noise (see the module docstring).
@@ -304,7 +359,7 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
 
     Returns:
         {"log_px", "elbo", "recon", "kl"}: (N,) float64 tensors on the CPU, in nats;
-        "mu": (N, D) posterior means, float32 on the CPU.
+        "mu": (N, noise_dim) posterior means of all layers side by side, float32 on the CPU.
     """
     if k < 1 or k > MAX_K:
         raise ValueError(f"k (importance samples) must be between 1 and {MAX_K:,}, got {k}")
@@ -313,7 +368,8 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
     device = next(model.parameters()).device
     x = prepare_data(x, binarization, seed)
     workers = resolve_workers(workers, device)
-    examples, block = choose_chunks(_num_params(model, x), model.latent_dim, k, max(1, memory_mb // workers))
+    noise_dim = getattr(model, "noise_dim", model.latent_dim)
+    examples, block = choose_chunks(_num_params(model, x), noise_dim, k, max(1, memory_mb // workers))
     if max_examples:
         examples = max(1, min(examples, max_examples))
     generator = torch.Generator(device=device).manual_seed(seed + 1)
@@ -321,21 +377,26 @@ def importance_sample(model, x: torch.Tensor, *, k: int = 5000, seed: int = 1234
     if conditional and (labels is None or len(labels) != len(x)):
         raise ValueError(f"a conditional model scores log p(x|y): give one label per example ({len(x)}), "
                          f"got {'none' if labels is None else len(labels)}")
-    decode = None if conditional else SigmoidMLP.from_decoder(model.decoder) or model.decoder
     like = next(model.parameters())
     lab = labels if conditional and labels is not None else None
-    if 16 * k * model.latent_dim > max(1, memory_mb // workers) * 2**20:  # one example's noise exceeds its share
+    probe = model.given(lab[:1]) if lab is not None else model
+    fast = is_diagonal_gaussian_one_layer(probe, x[:1].to(device))  # else the generic path through the contract
+    decode = SigmoidMLP.from_decoder(model.decoder) or model.decoder if fast and not conditional else None
+    if 16 * k * noise_dim > max(1, memory_mb // workers) * 2**20:  # one example's noise exceeds its share
         workers = 1  # the noise is drawn inside chunk_stats, so examples must run in order
-        jobs = ((x[i:i + 1].to(device), NoiseStream(generator, k, model.latent_dim, like),
+        jobs = ((x[i:i + 1].to(device), NoiseStream(generator, k, noise_dim, like),
                  None if lab is None else lab[i:i + 1]) for i in range(len(x)))
     else:
-        jobs = ((x[i:i + examples].to(device), draw_noise(generator, len(x[i:i + examples]), k, model.latent_dim, like),
+        jobs = ((x[i:i + examples].to(device), draw_noise(generator, len(x[i:i + examples]), k, noise_dim, like),
                  None if lab is None else lab[i:i + examples])
                 for i in range(0, len(x), examples))
 
     def run_chunk(job):
         if job[2] is None:
-            return chunk_stats(model, decode, job[0], job[1], block)
+            return chunk_stats(model, decode, job[0], job[1], block) if fast else \
+                generic_chunk_stats(model, job[0], job[1], block)
+        if not fast:
+            return generic_chunk_stats(model.given(job[2]), job[0], job[1], block)
         labelled = model.given(job[2], examples_first=True)  # z in blocks (B, S, D)
         return chunk_stats(labelled, labelled.decoder, job[0], job[1], block)
 

@@ -11,7 +11,6 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch.distributions import kl_divergence
 
 
 class Bound(NamedTuple):
@@ -26,75 +25,59 @@ class Bound(NamedTuple):
     kl: torch.Tensor
 
 
-def analytic_kl(q_z, p_z) -> torch.Tensor:
-    """KL(q || p) in closed form via ``torch.distributions.kl_divergence`` (pairs added with
-    ``register_kl``); a prior without a closed form gets a clear error pointing at ``kl="mc"``.
-
-    For q = N(mu, diag(s^2)) and p = N(0, I): KL = 1/2 sum_j (mu_j^2 + s_j^2 - 1 - log s_j^2).
-    """
-    try:
-        return kl_divergence(q_z, p_z)
-    except NotImplementedError:
-        raise ValueError(f"no closed-form KL between {type(q_z).__name__} and {type(p_z).__name__} "
-                         "is registered; use objective.kl = mc (Monte Carlo KL)") from None
-
-
-def elbo(model, x: torch.Tensor, *, num_samples: int = 1, kl: str = "analytic", beta: float = 1.0) -> Bound:
+def elbo(model, x: torch.Tensor, *, num_samples: int = 1, kl: str = "analytic", beta: float = 1.0,
+         noise=None) -> Bound:
     """ELBO(x) = E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)), per example, in nats.
 
-    E_q is estimated with L = ``num_samples`` reparameterised draws of z. With ``kl="analytic"``
-    the KL is the closed form (AEVB eq. 7, estimator B); with ``kl="mc"`` it is the Monte Carlo
+    E_q is estimated with L = ``num_samples`` reparameterised draws of z (all layers). With
+    ``kl="analytic"`` the KL uses the closed form wherever a layer has one (AEVB eq. 7, estimator B;
+    for a one-layer model with the N(0, I) prior the whole KL, for L layers the top layer's given
+    z_{L-1}) and Monte Carlo log q - log p elsewhere; with ``kl="mc"`` it is the Monte Carlo
     estimate log q(z|x) - log p(z) on the same draws (AEVB eq. 6, estimator A). Both are unbiased
-    estimates of the same ELBO; the analytic KL usually has lower variance. ``beta != 1`` is not
-    an ELBO (beta > 1 is a looser lower bound on log p(x), beta < 1 is no bound); callers label
-    it so. KL warm-up is the trainer's job: it passes a beta rising from 0 to its final value.
+    estimates of the same ELBO; closed forms usually have lower variance. ``beta != 1`` is not an
+    ELBO (beta > 1 is a looser lower bound on log p(x), beta < 1 is no bound); callers label it so.
+    KL warm-up is the trainer's job: it passes a beta rising from 0 to its final value.
 
     Args:
-        model: a ``VAE``.
+        model: a model with the contract of ``aevb.models.base`` (``trace``).
         x: (B, num_dims) data.
         num_samples: L, draws of z per example.
         kl: "analytic" or "mc".
         beta: weight of the KL term.
+        noise: a torch.Generator, eps (L, B, noise_dim) or None (see ``aevb.models.base``).
 
     Returns:
         Bound with value, recon and kl, each (B,), in nats.
 
     References: Kingma & Welling (2014), Auto-Encoding Variational Bayes, eqs. 6-7.
     """
-    q_z = model.posterior(x)
-    p_z = model.prior()
-    z = q_z.rsample((num_samples,))  # (L, B, D)
-    log_p_x_given_z = model.likelihood(z).log_prob(x)  # (L, B)
-    recon = log_p_x_given_z.mean(0)
-    if kl == "analytic":
-        kl_term = analytic_kl(q_z, p_z)  # (B,)
-    elif kl == "mc":
-        kl_term = (q_z.log_prob(z) - p_z.log_prob(z)).mean(0)
-    else:
+    if kl not in ("analytic", "mc"):
         raise ValueError(f"kl must be 'analytic' or 'mc', got {kl!r}")
+    t = model.trace(x, num_samples, noise, kl=kl)
+    recon = t.log_p_x_given_z.mean(0)
+    kl_term = t.kl if t.kl.dim() == 1 else t.kl.mean(0)  # (B,): exact, or the mean over the L draws
     return Bound(recon - beta * kl_term, recon, kl_term)
 
 
-def iwae(model, x: torch.Tensor, *, num_samples: int = 50, kl: str = "analytic", beta: float = 1.0) -> Bound:
+def iwae(model, x: torch.Tensor, *, num_samples: int = 50, kl: str = "analytic", beta: float = 1.0,
+         noise=None) -> Bound:
     """IWAE bound L_K(x) = log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x), per example, in nats.
 
     L_1 is the Monte Carlo ELBO (AEVB eq. 6) on the same draws; E[L_K] <= E[L_{K+1}] <= log p(x)
     and L_K -> log p(x) as K grows. The log-mean-exp over k is computed stably with logsumexp.
     ``kl`` and ``beta`` are accepted for a common signature; beta must be 1. ``recon`` and ``kl``
     in the result are plain Monte Carlo averages under q, for monitoring only (not the bound's terms).
+    ``noise`` as for ``elbo``.
 
     References: Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders, eq. 8.
     """
     if beta != 1.0:
         raise ValueError("the iwae bound has no KL weight; use objective elbo for beta != 1")
-    q_z = model.posterior(x)
-    p_z = model.prior()
-    z = q_z.rsample((num_samples,))  # (K, B, D)
-    log_p_x_given_z = model.likelihood(z).log_prob(x)  # (K, B)
-    log_ratio = p_z.log_prob(z) - q_z.log_prob(z)  # (K, B)
-    log_w = log_p_x_given_z + log_ratio
+    t = model.trace(x, num_samples, noise)
+    log_ratio = t.log_p_z - t.log_q_z  # (K, B)
+    log_w = t.log_p_x_given_z + log_ratio
     value = torch.logsumexp(log_w, dim=0) - math.log(num_samples)
-    return Bound(value, log_p_x_given_z.detach().mean(0), -log_ratio.detach().mean(0))
+    return Bound(value, t.log_p_x_given_z.detach().mean(0), -log_ratio.detach().mean(0))
 
 
 OBJECTIVES = {"elbo": elbo, "iwae": iwae}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
+from aevb.models.base import LatentVariableModel
 from aevb.models.likelihoods import Likelihood
 from aevb.models.mixtures import sample_with_generator
 
@@ -61,8 +62,9 @@ class LabelledDecoder:
         return self.decoder(torch.cat([z, y.to(z.dtype)], -1))
 
 
-class LabelledVAE:
-    """A ``ConditionalVAE`` with labels bound: the unconditional contract for p(x | y).
+class LabelledVAE(LatentVariableModel):
+    """A ``ConditionalVAE`` with labels bound: the unconditional contract for p(x | y) (one stochastic
+    layer; the contract's methods come from ``models.base.LatentVariableModel``).
 
     Args:
         model: the conditional model.
@@ -74,6 +76,7 @@ class LabelledVAE:
         self.decoder = LabelledDecoder(model.decoder, onehot)
         self.likelihood_module = model.likelihood_module
         self.latent_dim = model.latent_dim
+        self.posterior_layers, self.prior_layers = (), ()
 
     def parameters(self):
         return self.model.parameters()
@@ -93,12 +96,6 @@ class LabelledVAE:
         """p(x | z, y) for z (..., D)."""
         return self.likelihood_module(self.decoder(z))
 
-    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """log p(x|z_k,y) + log p(z_k|y) - log q(z_k|x,y), z_k ~ q(z|x,y). Returns (K, B), nats."""
-        q_z = self.posterior(x)
-        z = q_z.rsample((num_samples,))  # (K, B, D)
-        return self.likelihood(z).log_prob(x) + self.prior().log_prob(z) - q_z.log_prob(z)
-
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
         """One draw z ~ p(z | y_i) per bound label (n must equal their number), decoded. Returns (n, num_dims)."""
@@ -111,11 +108,6 @@ class LabelledVAE:
             z = sample_with_generator(p_z, 1, generator)[0]
         params = self.decoder(z)
         return self.likelihood_module.mean(params) if mean else self.likelihood_module(params).sample()
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """E[x | z = posterior mean, y]. Returns (B, num_dims)."""
-        return self.likelihood_module.mean(self.decoder(self.posterior(x).mean))
 
 
 class ConditionalVAE(nn.Module):
@@ -141,6 +133,15 @@ class ConditionalVAE(nn.Module):
     def latent_dim(self) -> int:
         return self.encoder.latent_dim
 
+    @property
+    def latent_dims(self) -> tuple[int, ...]:
+        return (self.latent_dim,)
+
+    @property
+    def noise_dim(self) -> int:
+        """Standard-normal numbers per draw of z (one layer): the trainer draws eps of this size."""
+        return self.latent_dim
+
     def one_hot(self, y: torch.Tensor) -> torch.Tensor:
         """(B,) integer labels -> (B, C) float one-hot; a label outside 0..C-1 is refused naming it."""
         y = torch.as_tensor(y).long().reshape(-1)
@@ -163,6 +164,7 @@ class ConditionalVAE(nn.Module):
                          "and `aevb sample RUN --label C` picks the class)")
 
     posterior = prior = likelihood = log_weights = reconstruct = _needs_labels
+    trace = sample_posterior = log_q = log_prior = log_likelihood = posterior_moments = decode_mean = _needs_labels
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True,

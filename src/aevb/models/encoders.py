@@ -19,18 +19,20 @@ class GaussianEncoder(nn.Module):
         latent_dim: dimension D of z.
     """
 
+    export_outputs = ("mu", "log_var")  # what ``params`` returns, by name (aevb export)
+
     def __init__(self, net: nn.Module, latent_dim: int):
         super().__init__()
         self.net = net
         self.latent_dim = latent_dim
 
     def params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (mu, log_var), each (B, D)."""
+        """Returns (mu, log_var), each (..., D) for x (..., in_dim)."""
         mu, log_var = self.net(x).chunk(2, dim=-1)
         return mu, log_var
 
     def forward(self, x: torch.Tensor) -> Distribution:
-        """Returns q(z|x) with batch shape (B,) and event shape (D,)."""
+        """Returns q(z|x) with batch shape x.shape[:-1] (e.g. (B,)) and event shape (D,)."""
         mu, log_var = self.params(x)
         return Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1, validate_args=False)
 

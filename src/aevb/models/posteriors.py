@@ -38,6 +38,7 @@ from torch.distributions import (
     register_kl,
 )
 
+from aevb.models.base import rsample_from_noise  # the contract's reparameterisation map (re-exported here)
 from aevb.models.encoders import ENCODER_NETS, GaussianEncoder
 from aevb.models.flows import MADE, InverseAutoregressiveTransform, PlanarTransform
 
@@ -134,6 +135,12 @@ class PosteriorEncoder(nn.Module):
         super().__init__()
         self.net, self.family = net, family
 
+    export_outputs = ("q_params",)  # aevb export: the family's P numbers per example, laid out as its docstring says
+
+    def params(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """(net(x),): the (B, P) parameters the family turns into q(z|x) (what ``aevb export`` writes)."""
+        return (self.net(x),)
+
     @property
     def latent_dim(self) -> int:
         return self.family.latent_dim
@@ -180,25 +187,6 @@ CLOSED_FORM_KL = ("gaussian", "full_covariance")
 
 
 # -- noise, means and closed forms ------------------------------------------------------------------
-
-def rsample_from_noise(q_z: Distribution, eps: torch.Tensor) -> torch.Tensor:
-    """z = g(eps), the reparameterised draw of q_z for given standard-normal noise eps with shape
-    sample_shape + (B, D): the same map ``q_z.rsample`` applies to the noise it draws itself.
-
-    Diagonal Gaussian: mu + sigma * eps; full covariance: mu + L eps; flow: its transforms applied to
-    the base's draw (cached, so ``q_z.log_prob(z)`` needs no inversion).
-    """
-    if isinstance(q_z, Independent) and isinstance(q_z.base_dist, Normal):
-        return q_z.base_dist.loc + q_z.base_dist.scale * eps
-    if isinstance(q_z, MultivariateNormal):
-        return q_z.loc + (q_z.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
-    if isinstance(q_z, TransformedDistribution):
-        z = rsample_from_noise(q_z.base_dist, eps)
-        for transform in q_z.transforms:
-            z = transform(z)
-        return z
-    raise TypeError(f"no reparameterisation from standard-normal noise for {type(q_z).__name__}")
-
 
 def rsample_and_log_prob(q_z: Distribution, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, log q(z|x)) for the reparameterised draw z = g(eps), eps ~ N(0, I) of shape sample_shape + (B, D),

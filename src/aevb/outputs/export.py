@@ -2,12 +2,18 @@
 
 Two graphs are written to the output folder:
 
-- ``encoder.{pt,onnx}``: x (B, num_dims) in the scaled units the model was trained on ->
-  (mu, log_var), each (B, latent_dim): q(z|x) = N(mu, diag(exp(log_var))).
-- ``decoder.{pt,onnx}``: z (B, latent_dim) -> the likelihood's parameters (B, P * num_dims)
+- ``encoder.{pt,onnx}``: x (B, num_dims) in the scaled units the model was trained on -> the
+  parameters of q(z_1|x) named by the family's ``export_outputs`` (diagonal Gaussian: (mu, log_var),
+  each (B, D_1): q(z_1|x) = N(mu, diag(exp(log_var)))).
+- ``decoder.{pt,onnx}``: z_1 (B, D_1) -> the likelihood's parameters (B, P * num_dims)
   (for bernoulli, P = 1 logits; see ``export.json`` for the likelihood and P).
+- models with L >= 2 stochastic layers add, for l = 1..L-1, ``posterior_{l+1}.{pt,onnx}``:
+  z_l -> (mu, log_var) of q(z_{l+1}|z_l), and ``prior_{l}.{pt,onnx}``: z_{l+1} -> (mu, log_var) of
+  p(z_l|z_{l+1}); the top prior p(z_L) is named in ``export.json``.
 
-plus ``export.json`` describing inputs, outputs, the likelihood and the data shape.
+plus ``export.json`` describing inputs, outputs, the likelihood and the data shape. A conditional
+is exported through its ``params(input) -> tuple of tensors`` and ``export_outputs`` (their names);
+a posterior family without them is refused with a message saying so.
 ONNX needs the optional extra ``pip install 'aevb[onnx]'`` (onnx, onnxscript; onnxruntime to run).
 """
 
@@ -24,20 +30,30 @@ from torch import nn
 FORMATS = ("torchscript", "onnx")
 
 
-class EncoderGraph(nn.Module):
-    """x (B, num_dims) -> (mu, log_var), each (B, latent_dim), from the model's q(z|x)."""
+class ParamsGraph(nn.Module):
+    """input (B, D_in) -> the distribution parameters ``module.params`` returns (``module.export_outputs``)."""
+
+    def __init__(self, module: nn.Module, what: str):
+        super().__init__()
+        if not hasattr(module, "params") or not hasattr(module, "export_outputs"):
+            raise ValueError(f"{what} ({type(module).__name__}) cannot be exported: it has no params()/export_outputs "
+                             "naming the tensors that define its distribution")
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.module.params(x))
+
+
+class EncoderGraph(ParamsGraph):
+    """x (B, num_dims) -> the parameters of q(z_1|x), e.g. (mu, log_var), each (B, D_1)."""
 
     def __init__(self, model):
-        super().__init__()
-        self.encoder = model.encoder
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q_z = self.encoder(x)
-        return q_z.mean, torch.log(q_z.variance)
+        super().__init__(model.encoder, "the posterior q(z_1|x)")
+        self.encoder = self.module
 
 
 class DecoderGraph(nn.Module):
-    """z (B, latent_dim) -> likelihood parameters (B, P * num_dims)."""
+    """z_1 (B, D_1) -> likelihood parameters (B, P * num_dims)."""
 
     def __init__(self, model):
         super().__init__()
@@ -51,6 +67,19 @@ def example_inputs(model, info, batch_size: int = 2) -> tuple[torch.Tensor, torc
     """(x, z) of shapes (batch_size, num_dims) and (batch_size, latent_dim) for tracing."""
     g = torch.Generator().manual_seed(0)
     return torch.rand(batch_size, info.num_dims, generator=g), torch.randn(batch_size, model.latent_dim, generator=g)
+
+
+def layer_graphs(model) -> list[tuple[str, nn.Module, str, int, int]]:
+    """(file stem, graph, input name, input size, output size) of the upper layers of an L-layer model."""
+    dims = list(getattr(model, "latent_dims", [model.latent_dim]))
+    graphs = []
+    for i, layer in enumerate(getattr(model, "posterior_layers", [])):
+        graphs.append((f"posterior_{i + 2}", ParamsGraph(layer, f"q(z_{i + 2}|z_{i + 1})").eval(), f"z_{i + 1}",
+                       dims[i], dims[i + 1]))
+    for i, layer in enumerate(getattr(model, "prior_layers", [])):
+        graphs.append((f"prior_{i + 1}", ParamsGraph(layer, f"p(z_{i + 1}|z_{i + 2})").eval(), f"z_{i + 2}",
+                       dims[i + 1], dims[i]))
+    return graphs
 
 
 def _torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -76,7 +105,7 @@ def _onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=output_names,
-                              dynamic_shapes={input_name: {0: batch}}, dynamo=True, external_data=False,
+                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
                               verbose=False)
     finally:
         quiet.setLevel(level)
@@ -106,22 +135,38 @@ def export_model(model, info, out_dir: str | Path, fmt: str = "torchscript") -> 
     encoder, decoder = EncoderGraph(model).eval(), DecoderGraph(model).eval()
     suffix = "pt" if fmt == "torchscript" else "onnx"
     paths = {"encoder": out_dir / f"encoder.{suffix}", "decoder": out_dir / f"decoder.{suffix}"}
+    names = list(model.encoder.export_outputs)
     if fmt == "torchscript":
         _torchscript(encoder, x, paths["encoder"])
         _torchscript(decoder, z, paths["decoder"])
     else:
-        _onnx(encoder, x, paths["encoder"], "x", ["mu", "log_var"])
+        _onnx(encoder, x, paths["encoder"], "x", names)
         _onnx(decoder, z, paths["decoder"], "z", ["params"])
+    layers = {}
+    g = torch.Generator().manual_seed(1)
+    for stem, graph, input_name, in_dim, out_dim in layer_graphs(model):
+        path, example = out_dir / f"{stem}.{suffix}", torch.randn(2, in_dim, generator=g)
+        outputs = list(graph.module.export_outputs)
+        if fmt == "torchscript":
+            _torchscript(graph, example, path)
+        else:
+            _onnx(graph, example, path, input_name, outputs)
+        layers[stem] = {"file": path.name, "input": {input_name: ["B", in_dim]},
+                        "outputs": {name: ["B", out_dim] for name in outputs}}
     likelihood = model.likelihood_module
+    with torch.no_grad():
+        prior = type(model.prior()).__name__
     manifest = {
         "format": fmt,
+        "latent_dims": list(getattr(model, "latent_dims", [model.latent_dim])), "prior": prior,
         "encoder": {"file": paths["encoder"].name, "input": {"x": ["B", info.num_dims]},
-                    "outputs": {"mu": ["B", model.latent_dim], "log_var": ["B", model.latent_dim]}},
+                    "outputs": {name: ["B", model.latent_dim] for name in names}},
         "decoder": {"file": paths["decoder"].name, "input": {"z": ["B", model.latent_dim]},
                     "outputs": {"params": ["B", likelihood.params_per_dim * info.num_dims]}},
         "likelihood": type(likelihood).__name__, "params_per_dim": likelihood.params_per_dim,
         "p_x_given_z": likelihood.describe(),
         "data_shape": list(info.shape), "support": info.support,
+        **({"layers": layers} if layers else {}),
     }
     (out_dir / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from aevb.models.base import prior_quantiles
 from aevb.outputs import plots
 
 BASIC = ("reconstructions", "samples", "samples_per_class", "manifold", "prior_components", "traversals", "latent",
@@ -43,13 +44,23 @@ def labelled(model, labels: torch.Tensor | None):
     return model.given(labels)
 
 
+def top_dim(model) -> int:
+    """D_L, the size of the top stochastic layer (the prior's), which the latent figures show."""
+    return getattr(model, "latent_dims", (model.latent_dim,))[-1]
+
+
 @torch.no_grad()
-def posterior_means(model, x: torch.Tensor, batch_size: int = 1000, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """E_q[z|x] (E_q[z|x,y] for a conditional model, given ``labels``) for (N, num_dims) x, batched; (N, D) on the CPU."""
+def posterior_means(model, x: torch.Tensor, batch_size: int = 1000, labels: torch.Tensor | None = None,
+                    seed: int = 0) -> torch.Tensor:
+    """E_q[z_L|x] of the top layer (E_q[z|x,y] for a conditional model, given ``labels``) for (N, num_dims)
+    x, batched: closed form where the family has one, else Monte Carlo (``model.posterior_moments``,
+    generator seeded with ``seed``); (N, D_L) on the CPU."""
     device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
     out = [labelled(model, None if labels is None else labels[i:i + batch_size])
-           .posterior(x[i:i + batch_size].to(device)).mean.cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, model.latent_dim)
+           .posterior_moments(x[i:i + batch_size].to(device), generator=g)[-1][0].cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, top_dim(model))
 
 
 @torch.no_grad()
@@ -61,11 +72,13 @@ def to_display(model, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def decode_means(model, z: torch.Tensor) -> torch.Tensor:
-    """E[x|z] (the likelihood's mean, e.g. the continuous Bernoulli's mean, not lambda) on the CPU,
-    on the [0, 1] display scale (``to_display``)."""
+def decode_means(model, z: torch.Tensor) -> torch.Tensor | None:
+    """E[x|z] below a top-layer z (the likelihood's mean, e.g. the continuous Bernoulli's mean, not
+    lambda; ``model.decode_mean``) on the CPU, on the [0, 1] display scale (``to_display``); None
+    when the model has no closed-form conditional means to decode through."""
     device = next(model.parameters()).device
-    return to_display(model, model.likelihood_module.mean(model.decoder(z.to(device))).cpu())
+    means = model.decode_mean(z.to(device))
+    return None if means is None else to_display(model, means.cpu())
 
 
 @dataclass
@@ -77,8 +90,8 @@ class FigureContext:
     info: Any
     records: list = field(default_factory=list)
     seed: int = 0
-    _mu: torch.Tensor | None = None
     skipped: dict = field(default_factory=dict)  # figure name -> one-line reason it was not drawn
+    _mu: torch.Tensor | None = None
 
     @property
     def cmap(self) -> str:
@@ -92,7 +105,7 @@ class FigureContext:
     def posterior_means(self) -> torch.Tensor:
         if self._mu is None:
             x, y = self.eval_split()
-            self._mu = posterior_means(self.model, x, labels=y)
+            self._mu = posterior_means(self.model, x, labels=y, seed=self.seed)
         return self._mu
 
     def generator(self) -> torch.Generator:
@@ -148,19 +161,40 @@ def _samples_per_class(ctx: FigureContext):
                               title=f"samples per class, one row per label ({names[0]} at the top): E[x|z,y], z ~ p(z|y)")
 
 
+def quantile_grid(ctx: FigureContext, name: str, num_steps: int):
+    """(quantiles (num_steps, D), centre (D,)) of the prior p(z_L) at ``grid_probabilities`` and at 1/2,
+    or None, recording in ``ctx.skipped`` why ``name`` cannot be drawn (no inverse CDF)."""
+    with torch.no_grad():
+        p_z = ctx.model.prior()
+        q = prior_quantiles(p_z, plots.grid_probabilities(num_steps))
+        centre = prior_quantiles(p_z, torch.tensor([0.5], dtype=torch.float64))
+    if q is None or centre is None:
+        hint = " (see prior_components.png instead)" if getattr(ctx.model.prior_module, "learned", False) else ""
+        ctx.skipped[name] = f"the prior {type(p_z).__name__} has no inverse CDF to lay the grid through{hint}"
+        return None
+    return q.cpu(), centre[0].cpu()
+
+
+def _decoded(ctx: FigureContext, name: str, z: torch.Tensor):
+    means = decode_means(ctx.model, z)
+    if means is None:
+        ctx.skipped[name] = "a prior layer p(z_l|z_l+1) has no closed-form mean to decode through"
+    return means
+
+
 def _manifold(ctx: FigureContext):
-    d = ctx.model.latent_dim
+    d = top_dim(ctx.model)
     if d < 2 or not plots.is_image(ctx.info.shape) or conditional_skip(ctx, "manifold"):
         return None
-    prior = ctx.model.prior_module
-    if getattr(prior, "learned", False):
-        ctx.skipped["manifold"] = (f"the {type(prior).__name__} is a mixture: it has no inverse CDF to lay the grid "
-                                   "through (see prior_components.png instead)")
+    grid = quantile_grid(ctx, "manifold", MANIFOLD_STEPS)
+    if grid is None:
         return None
     a, b = (0, 1) if d == 2 else sorted(most_active(ctx)[0][:2])
     dims = (a, b)
-    z = plots.manifold_latents(d, MANIFOLD_STEPS, dims)
-    return plots.plot_manifold(decode_means(ctx.model, z), ctx.info.shape, MANIFOLD_STEPS, dims, d, cmap=ctx.cmap)
+    means = _decoded(ctx, "manifold", plots.manifold_latents(d, MANIFOLD_STEPS, dims, *grid))
+    if means is None:
+        return None
+    return plots.plot_manifold(means, ctx.info.shape, MANIFOLD_STEPS, dims, d, cmap=ctx.cmap)
 
 
 @torch.no_grad()
@@ -180,11 +214,17 @@ def _prior_components(ctx: FigureContext):
         first = to_display(ctx.model, pseudo_inputs[idx].cpu()).clamp(0, 1)[:, None]
         title = "VampPrior: pseudo-input u_k, then E[x|z], z ~ q(z|u_k)"
     else:
-        first = decode_means(ctx.model, p_z.loc[idx])[:, None]
+        centres = decode_means(ctx.model, p_z.loc[idx])
+        if centres is None:
+            return None
+        first = centres[:, None]
         probs = p_z.mixture_distribution.probs
         title = (f"mixture prior, heaviest components first (weights {float(probs[idx[0]]):.3f} .. "
                  f"{float(probs[idx[-1]]):.3f}):\nE[x|z=mu_k], then E[x|z], z ~ N(mu_k, diag s_k^2)")
-    rows = torch.cat([first, decode_means(ctx.model, z)], 1)  # (C, 1 + S, num_dims)
+    drawn = decode_means(ctx.model, z)
+    if drawn is None:
+        return None
+    rows = torch.cat([first, drawn], 1)  # (C, 1 + S, num_dims)
     return plots.plot_samples(rows.reshape(-1, rows.shape[-1]), ctx.info.shape, ncols=rows.shape[1], title=title,
                               cmap=ctx.cmap)
 
@@ -192,11 +232,15 @@ def _prior_components(ctx: FigureContext):
 def _traversals(ctx: FigureContext):
     if conditional_skip(ctx, "traversals"):
         return None
+    grid = quantile_grid(ctx, "traversals", TRAVERSAL_STEPS)
+    if grid is None:
+        return None
     order, activity = most_active(ctx)
     order = order[:MAX_TRAVERSAL_DIMS]
-    z = plots.traversal_latents(ctx.model.latent_dim, order, TRAVERSAL_STEPS)
-    return plots.plot_traversals(decode_means(ctx.model, z), ctx.info.shape, order, activity, TRAVERSAL_STEPS,
-                                 cmap=ctx.cmap)
+    means = _decoded(ctx, "traversals", plots.traversal_latents(top_dim(ctx.model), order, TRAVERSAL_STEPS, *grid))
+    if means is None:
+        return None
+    return plots.plot_traversals(means, ctx.info.shape, order, activity, TRAVERSAL_STEPS, cmap=ctx.cmap)
 
 
 def _scatter(ctx: FigureContext, method: str):

@@ -160,20 +160,25 @@ def prior_quantiles(num_steps: int) -> torch.Tensor:
     return torch.distributions.Normal(0.0, 1.0).icdf(grid_probabilities(num_steps)).float()
 
 
-def manifold_latents(latent_dim: int, num_steps: int = 20, dims: tuple[int, int] = (0, 1)) -> torch.Tensor:
+def manifold_latents(latent_dim: int, num_steps: int = 20, dims: tuple[int, int] = (0, 1),
+                     quantiles: torch.Tensor | None = None, centre: torch.Tensor | None = None) -> torch.Tensor:
     """z on a num_steps x num_steps grid through the prior's inverse CDF (AEVB figure 4).
 
     Dimension ``dims[0]`` grows left to right (columns), ``dims[1]`` grows bottom to top (rows are
-    listed top first); all other dimensions are 0. Returns (num_steps**2, latent_dim), row-major.
+    listed top first); all other dimensions are at ``centre`` (D,) (default 0). ``quantiles``
+    (num_steps, D): the prior's per-dimension quantiles at ``grid_probabilities`` (default: those
+    of N(0, 1)). Returns (num_steps**2, latent_dim), row-major.
     """
     if latent_dim < 2:
         raise ValueError(f"the latent manifold needs latent_dim >= 2, got {latent_dim}")
     if dims[0] == dims[1] or not all(0 <= d < latent_dim for d in dims):
         raise ValueError(f"manifold dims {dims} must be two different indices in 0..{latent_dim - 1}")
-    q = prior_quantiles(num_steps)
+    q = prior_quantiles(num_steps)[:, None].expand(num_steps, latent_dim) if quantiles is None else quantiles.float()
     z = torch.zeros(num_steps, num_steps, latent_dim)
-    z[:, :, dims[0]] = q[None, :]
-    z[:, :, dims[1]] = q.flip(0)[:, None]
+    if centre is not None:
+        z[:] = centre.float()
+    z[:, :, dims[0]] = q[None, :, dims[0]]
+    z[:, :, dims[1]] = q.flip(0)[:, None, dims[1]]
     return z.reshape(-1, latent_dim)
 
 
@@ -185,14 +190,14 @@ def plot_manifold(means: torch.Tensor, shape: tuple, num_steps: int, dims: tuple
         raise ValueError(f"the manifold figure needs image data; this datum has shape {tuple(shape)}")
     size = min(8.0, 0.4 * num_steps + 1)
     fig, ax = plt.subplots(figsize=(size, size))
-    rest = "" if latent_dim == 2 else f" (other {latent_dim - 2} dims at 0)"
+    rest = "" if latent_dim == 2 else f" (other {latent_dim - 2} dims at the prior median)"
     _show(ax, _grid_for(to_display(means), shape, num_steps, cmap),
           f"latent manifold: z{dims[0]} left to right, z{dims[1]} bottom to top{rest}", cmap)
     ax.axis("on")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_xlabel(f"z{dims[0]} = Phi^-1(p), p from {1 / (2 * num_steps):.3g} to {1 - 1 / (2 * num_steps):.3g}")
-    ax.set_ylabel(f"z{dims[1]} = Phi^-1(p)")
+    ax.set_xlabel(f"z{dims[0]} = F^-1(p), p from {1 / (2 * num_steps):.3g} to {1 - 1 / (2 * num_steps):.3g}")
+    ax.set_ylabel(f"z{dims[1]} = F^-1(p)")
     fig.tight_layout()
     return fig
 
@@ -202,15 +207,19 @@ def latent_activity(mu: torch.Tensor) -> torch.Tensor:
     return mu.double().var(0, unbiased=False).float() if len(mu) > 1 else torch.zeros(mu.shape[1])
 
 
-def traversal_latents(latent_dim: int, order: list[int], num_steps: int = 10) -> torch.Tensor:
-    """One row per dimension in ``order``: z_d at the prior quantiles, other dims 0.
+def traversal_latents(latent_dim: int, order: list[int], num_steps: int = 10, quantiles: torch.Tensor | None = None,
+                      centre: torch.Tensor | None = None) -> torch.Tensor:
+    """One row per dimension in ``order``: z_d at the prior quantiles, other dims at ``centre`` (default 0).
 
+    ``quantiles`` (num_steps, D) as for ``manifold_latents`` (default: N(0, 1)'s).
     Returns (len(order) * num_steps, latent_dim), row-major.
     """
-    q = prior_quantiles(num_steps)
+    q = prior_quantiles(num_steps)[:, None].expand(num_steps, latent_dim) if quantiles is None else quantiles.float()
     z = torch.zeros(len(order), num_steps, latent_dim)
+    if centre is not None:
+        z[:] = centre.float()
     for row, d in enumerate(order):
-        z[row, :, d] = q
+        z[row, :, d] = q[:, d]
     return z.reshape(-1, latent_dim)
 
 
@@ -244,7 +253,7 @@ def plot_traversals(means: torch.Tensor, shape: tuple, order: list[int], activit
     ax.set_xticks([])
     ax.set_yticks([1 + r * h + (h - 1) / 2 for r in range(len(order))], labels, fontsize=8)
     ax.tick_params(length=0)
-    ax.set_xlabel(f"z_d = Phi^-1(p), p from {1 / (2 * num_steps):.3g} to {1 - 1 / (2 * num_steps):.3g}; other dims 0")
+    ax.set_xlabel(f"z_d = F^-1(p), p from {1 / (2 * num_steps):.3g} to {1 - 1 / (2 * num_steps):.3g}; other dims at the prior median")
     fig.tight_layout()
     return fig
 

@@ -132,6 +132,7 @@ def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
         (t.compile, "train.compile is on"),
         (o.name not in ("elbo", "iwae"), f"objective {o.name} (needs elbo or iwae)"),
         (o.name == "iwae" and o.beta != 1.0, "the iwae bound with beta != 1"),
+        (len(getattr(model, "latent_dims", ())) != 1, "the model has more than one stochastic layer"),
         (type(getattr(model, "encoder", None)) is not GaussianEncoder
          or mlp_layers(model.encoder.net) is None, "the encoder is not a GaussianEncoder over an MLP"),
         (type(getattr(model, "decoder", None)) is not Decoder

@@ -308,7 +308,7 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
             start, start_step = time.perf_counter(), ts.step
         idx = perm[ts.batch * batch_size:(ts.batch + 1) * batch_size]  # the global batch
         rows = ctx.local_rows(len(idx))  # this rank's share of it
-        x, eps = draw_batch(x_train, idx, rows, run.info.binarization, o.num_samples, ts.model.latent_dim, ts.noise)
+        x, eps = draw_batch(x_train, idx, rows, run.info.binarization, o.num_samples, ts.model.noise_dim, ts.noise)
         labels = y_train[idx[rows]] if y_train is not None else None  # conditional models only
         hooks.poison(ts.step + 1, eps)
         beta = o.beta if o.warmup_steps == 0 else o.beta * min(1.0, (ts.step + 1) / o.warmup_steps)
@@ -509,7 +509,7 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
             cfg.out = str(run_dir)
             cfg.save(run_dir / "config.json")
             write_json_atomic(run_dir / "data.json", info.to_dict())
-        if not resume or ctx.rank > 0:  # torch's global stream (only non-Gaussian posteriors use it), per rank
+        if not resume or ctx.rank > 0:  # torch's global stream (only posterior families without a registered reparameterisation use it), per rank
             torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + ts.step)
         fit_wrapped(ts, run)
         finish(ts, run)

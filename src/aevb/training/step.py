@@ -1,61 +1,27 @@
 """One optimizer step of the trainer, with its noise drawn explicitly and its NaN/inf checks.
 
 Every random draw of a step comes from the trainer's noise generator, for the *global* batch:
-the binarization uniforms u (B, num_dims) and the standard-normal noise eps (L, B, latent_dim).
+the binarization uniforms u (B, num_dims) and the standard-normal noise eps (L, B, noise_dim).
 Each rank keeps its rows. One process with batch B and W processes with B/W rows each therefore
 see the same binarized pixels and the same z for every example, and the run does not depend on
 the number of processes (ranks still draw independent noise: they keep different rows).
 
-The bound itself is the shared objective (``objectives.OBJECTIVES``) evaluated on a view of the
-model whose q(z|x) returns ``loc + scale * eps`` from ``rsample``: the same expression
-``torch.distributions.Normal.rsample`` computes, with eps given instead of drawn.
+The bound itself is the shared objective (``objectives.OBJECTIVES``), given eps as its noise: the
+model turns eps into z ~ q(z|x) layer by layer (``aevb.models.base``, the model contract), so any
+model family gets the same rank-independent, exactly resumable noise.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal
 
 from aevb.inference.objectives import OBJECTIVES
 from aevb.training.optim import add_prior_gradient, clip_or_check_gradients, step_optimizer
 
 
-class PresetNoiseNormal(Independent):
-    """A diagonal Gaussian q(z|x) whose ``rsample`` uses given noise eps (sample_shape + (B, D))."""
-
-    def __init__(self, q_z: Independent, eps: torch.Tensor):
-        super().__init__(q_z.base_dist, q_z.reinterpreted_batch_ndims, validate_args=False)
-        self.eps = eps
-
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
-        if shape != self.eps.shape:
-            raise ValueError(f"preset noise has shape {tuple(self.eps.shape)}, rsample asked for {tuple(shape)}")
-        return self.base_dist.loc + self.eps * self.base_dist.scale
-
-
-class _PresetNoiseModel:
-    """The VAE as the objective sees it, with q(z|x) drawing the preset noise."""
-
-    def __init__(self, model: nn.Module, eps: torch.Tensor):
-        self.model, self.eps = model, eps
-
-    def posterior(self, x: torch.Tensor):
-        q_z = self.model.posterior(x)
-        if isinstance(q_z, Independent) and isinstance(q_z.base_dist, Normal):
-            return PresetNoiseNormal(q_z, self.eps)
-        return q_z  # other posteriors draw from torch's global generator (seeded per rank)
-
-    def prior(self):
-        return self.model.prior()
-
-    def likelihood(self, z: torch.Tensor):
-        return self.model.likelihood(z)
-
-
 class BoundModule(nn.Module):
-    """x (B, num_dims), eps (L, B, D), beta -> (bound, recon, kl), each (B,) in nats.
+    """x (B, num_dims), eps (L, B, noise_dim), beta -> (bound, recon, kl), each (B,) in nats.
 
     The module DistributedDataParallel wraps (DDP synchronises gradients through ``forward``).
     """
@@ -68,23 +34,23 @@ class BoundModule(nn.Module):
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor, beta: float, labels: torch.Tensor | None = None):
         model = self.model.given(labels) if labels is not None else self.model  # conditional: labels bound
-        b = self.objective(_PresetNoiseModel(model, eps), x, num_samples=self.num_samples, kl=self.kl,
-                           beta=beta)
+        b = self.objective(model, x, num_samples=self.num_samples, kl=self.kl, beta=beta, noise=eps)
         return b.value, b.recon, b.kl
 
 
 def draw_batch(x_train: torch.Tensor, idx: torch.Tensor, rows: slice, binarization: str, num_samples: int,
-               latent_dim: int, noise: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               noise_dim: int, noise: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's rows of the global batch ``idx``, binarized, and their z noise.
 
     Returns:
-        x (b, num_dims) and eps (L, b, latent_dim) for the b = len(rows) local examples.
+        x (b, num_dims) and eps (L, b, noise_dim) for the b = len(rows) local examples
+        (``noise_dim`` = the model's ``noise_dim``, the sum of its layers' sizes).
     """
     x = torch.index_select(x_train, 0, idx[rows])
     if binarization == "dynamic":  # x_bin ~ Bernoulli(x): 1 where u < x, u ~ U[0, 1)
         u = torch.rand(len(idx), x_train.shape[1], generator=noise, device=x_train.device)
         x = torch.lt(u[rows], x, out=x)  # in place: x is index_select's fresh copy, in x_train's dtype
-    eps = torch.randn(num_samples, len(idx), latent_dim, generator=noise, device=x_train.device)
+    eps = torch.randn(num_samples, len(idx), noise_dim, generator=noise, device=x_train.device)
     return x, eps[:, rows]
 
 

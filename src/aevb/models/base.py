@@ -49,7 +49,7 @@ Salakhutdinov (2016), Importance Weighted Autoencoders, section 2 (the L-layer m
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.distributions import (
@@ -184,10 +184,21 @@ class LatentVariableModel:
     p(z_l|z_{l+1})), empty for one layer.
     """
 
+    # what a subclass provides (annotations only: no class attributes to shadow nn.Module's submodules)
+    encoder: Any
+    decoder: Any
+    likelihood_module: Any
+    posterior_layers: Any
+    prior_layers: Any
+    posterior: Callable[[torch.Tensor], Distribution]
+    prior: Callable[[], Distribution]
+    likelihood: Callable[[torch.Tensor], Distribution]
+    parameters: Callable[[], Any]
+
     @property
     def latent_dims(self) -> tuple[int, ...]:
         """(D_1, ..., D_L), bottom layer first."""
-        return (self.latent_dim, *(m.latent_dim for m in self.posterior_layers))
+        return (getattr(self, "latent_dim"), *(m.latent_dim for m in self.posterior_layers))  # noqa: B009 (a property or an attribute)
 
     @property
     def noise_dim(self) -> int:

@@ -240,6 +240,16 @@ def test_flow_posterior_mean_by_monte_carlo_agrees_with_a_second_estimate(poster
     assert ((m1 - z.mean(0)).abs() < 5 * se).all()
 
 
+@pytest.mark.parametrize("posterior", ["full_covariance", "planar", "iaf"])
+def test_the_hand_derived_fast_path_is_not_used_for_other_posterior_families(posterior):
+    from aevb.speed.fastpath import fast_path_reason
+
+    cfg = RunConfig()
+    cfg.model.posterior, cfg.objective.kl = posterior, "mc"
+    assert "the encoder is not a GaussianEncoder" in fast_path_reason(tiny_model(posterior), cfg)
+    assert fast_path_reason(tiny_model("gaussian"), cfg) == ""
+
+
 def test_analytic_kl_with_a_flow_posterior_is_refused_with_the_alternative():
     cfg = RunConfig()
     cfg.model.posterior = "planar"
@@ -253,3 +263,50 @@ def test_analytic_kl_with_a_flow_posterior_is_refused_with_the_alternative():
     cfg.model.posterior = "householder"
     with pytest.raises(ConfigError, match="allowed values are gaussian, full_covariance, planar, iaf"):
         validate(cfg)
+
+
+# -- each family end to end: train, evaluate, checkpoint, every command ----------------------------
+
+def family_config(tmp_path, posterior):
+    from conftest import tiny_config
+
+    return tiny_config(tmp_path, model={"posterior": posterior, "flow_steps": 2, "flow_hidden": [16],
+                                        "flow_context_dim": 4},
+                       objective={"kl": "analytic" if posterior in ("gaussian", "full_covariance") else "mc"})
+
+
+@pytest.mark.parametrize("posterior", FAMILIES)
+def test_each_family_trains_on_digits_and_l_k_is_above_the_elbo_and_survives_a_checkpoint(tmp_path, posterior):
+    import json
+
+    from aevb.data import build_datasets
+    from aevb.inference.evaluate import evaluate, evaluate_elbo
+    from aevb.training.checkpoint import load_run
+    from aevb.training.loop import train
+    from aevb.training.metrics import read_metrics
+
+    run_dir = train(family_config(tmp_path, posterior))
+    records = read_metrics(run_dir)
+    assert records[-1]["valid/elbo"] > records[0]["valid/elbo"]  # it learns
+    summary = json.loads((run_dir / "summary.json").read_text())["test"]  # the trained model, in memory
+    cfg, model, info = load_run(run_dir)
+    splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
+    again = evaluate_elbo(model, splits.test, binarization=info.binarization, seed=cfg.eval.seed)
+    assert again["elbo"] == pytest.approx(summary["elbo"], abs=1e-4)  # the checkpoint gives the same numbers
+    result = evaluate(model, splits.test, info, k=50, seed=cfg.eval.seed, progress=False)
+    assert result["log_px"] >= result["elbo"]  # L_50 >= ELBO on average over the test split
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("posterior", ["full_covariance", "planar", "iaf"])
+def test_every_command_works_on_a_run_with_each_posterior_family(tmp_path, posterior, capsys):
+    from aevb.cli import main
+    from aevb.training.loop import train
+
+    run_dir = str(train(family_config(tmp_path, posterior)))
+    commands = [["evaluate", run_dir, "--k", "10"], ["score", run_dir, "--k", "10", "--out", str(tmp_path / "s.csv")],
+                ["encode", run_dir, "--out", str(tmp_path / "z.csv")], ["sample", run_dir],
+                ["reconstruct", run_dir], ["plot", run_dir], ["report", run_dir],
+                ["export", run_dir, "--format", "torchscript"], ["export", run_dir, "--format", "onnx"]]
+    for args in commands:
+        assert main(args) == 0, (args, capsys.readouterr().err)

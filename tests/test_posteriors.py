@@ -13,15 +13,14 @@ from torch.distributions import Independent, MultivariateNormal, Normal, kl_dive
 from aevb.config import ConfigError, ModelConfig, RunConfig, validate
 from aevb.data import DataInfo
 from aevb.inference.objectives import elbo, iwae
+from aevb.models.base import rsample_from_noise
 from aevb.models.flows import MADE, InverseAutoregressiveTransform, PlanarTransform, constrain_planar_u
 from aevb.models.posteriors import (
     POSTERIORS,
     FullCovariancePosterior,
     InverseAutoregressiveFlowPosterior,
     PlanarFlowPosterior,
-    posterior_mean,
     rsample_and_log_prob,
-    rsample_from_noise,
 )
 from aevb.models.vae import build_model
 
@@ -232,12 +231,14 @@ def test_iwae_with_one_sample_equals_the_mc_elbo_on_the_same_noise_for_each_fami
 @pytest.mark.parametrize("posterior", ["planar", "iaf"])
 def test_flow_posterior_mean_by_monte_carlo_agrees_with_a_second_estimate(posterior):
     model = tiny_model(posterior)
-    q_z = model.posterior(torch.bernoulli(torch.full((4, 12), 0.4)))
+    x = torch.bernoulli(torch.full((4, 12), 0.4))
+    (mean, var, how), = model.posterior_moments(x, 4000, torch.Generator().manual_seed(1))
+    assert how == "Monte Carlo, 4000 samples"
     with torch.no_grad():
-        m1 = posterior_mean(q_z, 4000, torch.Generator().manual_seed(1))
-        z = rsample_from_noise(q_z, torch.randn(40_000, 4, 3, generator=torch.Generator().manual_seed(2)))
+        z = rsample_from_noise(model.posterior(x), torch.randn(40_000, 4, 3, generator=torch.Generator().manual_seed(2)))
     se = z.std(0) / math.sqrt(4000)
-    assert ((m1 - z.mean(0)).abs() < 5 * se).all()
+    assert ((mean - z.mean(0)).abs() < 5 * se).all()
+    torch.testing.assert_close(var, z.var(0), rtol=0.15, atol=1e-3)
 
 
 @pytest.mark.parametrize("posterior", ["full_covariance", "planar", "iaf"])
@@ -310,3 +311,32 @@ def test_every_command_works_on_a_run_with_each_posterior_family(tmp_path, poste
                 ["export", run_dir, "--format", "torchscript"], ["export", run_dir, "--format", "onnx"]]
     for args in commands:
         assert main(args) == 0, (args, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_the_exported_posterior_graph_draws_z_and_its_exact_log_q_for_each_family(tmp_path, fmt):
+    """posterior.{pt,onnx}: (x, eps) -> (z, log q(z|x)); log q checked against the model's own log_prob
+    at the same z (a fresh distribution: the flows are inverted), with another batch size than traced."""
+    pytest.importorskip("onnxruntime") if fmt == "onnx" else None
+    from aevb.outputs.export import export_model
+
+    info = DataInfo(name="t", shape=(12,), num_dims=12, support="binary", binarization="none")
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.bernoulli(torch.full((5, 12), 0.4), generator=g), torch.randn(5, 3, generator=g)
+    for posterior in FAMILIES:
+        model = tiny_model(posterior).eval()
+        manifest = export_model(model, info, tmp_path / posterior, fmt)
+        path = tmp_path / posterior / manifest["posterior"]["file"]
+        if fmt == "torchscript":
+            z, log_q = (t.detach() for t in torch.jit.load(str(path))(x, eps))
+        else:
+            import onnxruntime
+
+            out = onnxruntime.InferenceSession(str(path)).run(None, {"x": x.numpy(), "eps": eps.numpy()})
+            z, log_q = (torch.from_numpy(a) for a in out)
+        with torch.no_grad():
+            torch.testing.assert_close(log_q, model.posterior(x).log_prob(z), rtol=1e-4, atol=1e-4)
+            expected_z, _ = rsample_and_log_prob(model.posterior(x), eps)
+        torch.testing.assert_close(z, expected_z, rtol=1e-5, atol=1e-5)
+        width = model.encoder.family.num_params if posterior != "gaussian" else 3
+        assert all(shape == ["B", width] for shape in manifest["encoder"]["outputs"].values())

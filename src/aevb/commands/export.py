@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_model(model, info, out, args.format)
     print(f"encoder: {out / manifest['encoder']['file']}  (x {manifest['encoder']['input']['x']} -> "
           f"{', '.join(manifest['encoder']['outputs'])})")
+    print(f"posterior: {out / manifest['posterior']['file']}  (x, eps {manifest['posterior']['input']['eps']} -> z, log_q: "
+          f"a draw of q(z|x) and its log-density)")
     print(f"decoder: {out / manifest['decoder']['file']}  (z {manifest['decoder']['input']['z']} -> "
           f"{manifest['likelihood']} parameters {manifest['decoder']['outputs']['params']})")
     for stem, layer in manifest.get("layers", {}).items():

@@ -14,7 +14,7 @@ numbers per example into q(z|x) with batch shape (B,) and event shape (D,):
 Flows are ``TransformedDistribution(base, transforms)``: log q(z|x) = log q_0(z_0|x) - sum_k log |det
 dz_k/dz_{k-1}|, exact. Closed forms are extras: the full-covariance KL to a diagonal Gaussian prior is
 registered with ``register_kl`` below; flows have no closed-form KL (use objective.kl = mc) and no
-closed-form mean (``posterior_mean`` averages samples).
+closed-form mean (``VAE.posterior_moments`` averages samples).
 
 References:
     Kingma & Welling (2014), Auto-Encoding Variational Bayes, appendix C.2.
@@ -38,11 +38,8 @@ from torch.distributions import (
     register_kl,
 )
 
-from aevb.models.base import rsample_from_noise  # the contract's reparameterisation map (re-exported here)
 from aevb.models.encoders import ENCODER_NETS, GaussianEncoder
 from aevb.models.flows import MADE, InverseAutoregressiveTransform, PlanarTransform
-
-POSTERIOR_MEAN_SAMPLES = 1000  # Monte Carlo samples for E_q[z] where q has no closed-form mean
 
 
 def diagonal_gaussian(mu: torch.Tensor, log_var: torch.Tensor) -> Independent:
@@ -211,21 +208,6 @@ def rsample_and_log_prob(q_z: Distribution, eps: torch.Tensor) -> tuple[torch.Te
             z = y
         return z, log_q
     raise TypeError(f"no reparameterisation from standard-normal noise for {type(q_z).__name__}")
-
-
-def posterior_mean(q_z: Distribution, num_samples: int = POSTERIOR_MEAN_SAMPLES,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """E_q[z], (B, D): the closed form where q has one, else the average of ``num_samples`` draws
-    (noise from ``generator``), whose Monte Carlo error is about std(z) / sqrt(num_samples)."""
-    try:
-        return q_z.mean
-    except NotImplementedError:
-        pass
-    shape = (num_samples, *q_z.batch_shape, *q_z.event_shape)
-    like = q_z.base_dist.base_dist.loc if isinstance(q_z, TransformedDistribution) else None
-    eps = torch.randn(shape, generator=generator, device=like.device if like is not None else None,
-                      dtype=like.dtype if like is not None else None)
-    return rsample_from_noise(q_z, eps).mean(0)
 
 
 @register_kl(MultivariateNormal, Independent)

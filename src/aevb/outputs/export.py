@@ -1,12 +1,15 @@
 """Export a trained model's networks for use without aevb: TorchScript (always) or ONNX.
 
-Two graphs are written to the output folder:
+These graphs are written to the output folder:
 
 - ``encoder.{pt,onnx}``: x (B, num_dims) in the scaled units the model was trained on -> the
   parameters of q(z_1|x) named by the family's ``export_outputs`` (diagonal Gaussian: (mu, log_var),
   each (B, D_1): q(z_1|x) = N(mu, diag(exp(log_var)))).
 - ``decoder.{pt,onnx}``: z_1 (B, D_1) -> the likelihood's parameters (B, P * num_dims)
   (for bernoulli, P = 1 logits; see ``export.json`` for the likelihood and P).
+- ``posterior.{pt,onnx}``: (x (B, num_dims), eps (B, D_1)) -> (z, log_q): the reparameterised draw of
+  q(z_1|x) for standard-normal noise eps and its log-density in nats, for every posterior family
+  (full covariance, planar and IAF flows included: the graph holds their networks).
 - models with L >= 2 stochastic layers add, for l = 1..L-1, ``posterior_{l+1}.{pt,onnx}``:
   z_l -> (mu, log_var) of q(z_{l+1}|z_l), and ``prior_{l}.{pt,onnx}``: z_{l+1} -> (mu, log_var) of
   p(z_l|z_{l+1}); the top prior p(z_L) is named in ``export.json``.
@@ -63,6 +66,21 @@ class DecoderGraph(nn.Module):
         return self.decoder(z)
 
 
+class PosteriorSampleGraph(nn.Module):
+    """(x (B, num_dims), eps (B, D_1)) -> (z (B, D_1), log_q (B,)): the reparameterised draw z of q(z_1|x) for
+    standard-normal noise eps and log q(z_1|x) in nats, for every posterior family (flows included: their
+    per-example parameters and their networks are inside the graph). See ``posteriors.rsample_and_log_prob``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.encoder = model.encoder
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from aevb.models.posteriors import rsample_and_log_prob
+
+        return rsample_and_log_prob(self.encoder(x), eps)
+
+
 def example_inputs(model, info, batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, z) of shapes (batch_size, num_dims) and (batch_size, latent_dim) for tracing."""
     g = torch.Generator().manual_seed(0)
@@ -82,7 +100,7 @@ def layer_graphs(model) -> list[tuple[str, nn.Module, str, int, int]]:
     return graphs
 
 
-def _torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _torchscript(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: Path) -> None:
     """Trace and save. torch 2.13 marks torch.jit deprecated; TorchScript files still load with
     ``torch.jit.load`` (Python) and ``torch::jit::load`` (C++, LibTorch), which is why it is offered."""
     with torch.no_grad(), warnings.catch_warnings():
@@ -91,7 +109,11 @@ def _torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     traced.save(str(path))
 
 
-def _onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> None:
+def _onnx(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: Path, input_name: str | list[str],
+          output_names: list[str]) -> None:
+    """Export with the batch dimension free; ``example``/``input_name`` may be tuples/lists for several inputs."""
+    examples = example if isinstance(example, tuple) else (example,)
+    input_names = input_name if isinstance(input_name, list) else [input_name]
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -104,8 +126,8 @@ def _onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=output_names,
-                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
+            torch.onnx.export(module, examples, str(path), input_names=input_names, output_names=output_names,
+                              dynamic_shapes=tuple({0: batch} for _ in examples), dynamo=True, external_data=False,
                               verbose=False)
     finally:
         quiet.setLevel(level)
@@ -153,14 +175,25 @@ def export_model(model, info, out_dir: str | Path, fmt: str = "torchscript") -> 
             _onnx(graph, example, path, input_name, outputs)
         layers[stem] = {"file": path.name, "input": {input_name: ["B", in_dim]},
                         "outputs": {name: ["B", out_dim] for name in outputs}}
+    paths["posterior"] = out_dir / f"posterior.{suffix}"
+    sampler, eps = PosteriorSampleGraph(model).eval(), torch.randn(len(x), model.latent_dim, generator=g)
+    if fmt == "torchscript":
+        _torchscript(sampler, (x, eps), paths["posterior"])
+    else:
+        _onnx(sampler, (x, eps), paths["posterior"], ["x", "eps"], ["z", "log_q"])
     likelihood = model.likelihood_module
     with torch.no_grad():
         prior = type(model.prior()).__name__
+        encoder_shapes = [list(t.shape[1:]) for t in encoder(x)]
     manifest = {
         "format": fmt,
         "latent_dims": list(getattr(model, "latent_dims", [model.latent_dim])), "prior": prior,
         "encoder": {"file": paths["encoder"].name, "input": {"x": ["B", info.num_dims]},
-                    "outputs": {name: ["B", model.latent_dim] for name in names}},
+                    "outputs": {name: ["B", *shape] for name, shape in zip(names, encoder_shapes)}},
+        "posterior": {"file": paths["posterior"].name, "family": type(model.encoder.family).__name__
+                      if hasattr(model.encoder, "family") else type(model.encoder).__name__,
+                      "input": {"x": ["B", info.num_dims], "eps": ["B", model.latent_dim]},
+                      "outputs": {"z": ["B", model.latent_dim], "log_q": ["B"]}},
         "decoder": {"file": paths["decoder"].name, "input": {"z": ["B", model.latent_dim]},
                     "outputs": {"params": ["B", likelihood.params_per_dim * info.num_dims]}},
         "likelihood": type(likelihood).__name__, "params_per_dim": likelihood.params_per_dim,

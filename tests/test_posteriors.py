@@ -340,3 +340,28 @@ def test_the_exported_posterior_graph_draws_z_and_its_exact_log_q_for_each_famil
         torch.testing.assert_close(z, expected_z, rtol=1e-5, atol=1e-5)
         width = model.encoder.family.num_params if posterior != "gaussian" else 3
         assert all(shape == ["B", width] for shape in manifest["encoder"]["outputs"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("posterior", ["full_covariance", "iaf"])
+def test_two_gloo_processes_equal_one_process_and_a_killed_run_resumes_exactly_with_each_family(tmp_path, posterior):
+    """The trainer's noise reaches the family through the contract: W = 2 ranks see the same z as one."""
+    from conftest import run_cli
+    from test_distributed import ARGS, torchrun
+
+    from aevb.training.checkpoint import find_checkpoint, read_state, read_tensors
+
+    args = [*ARGS, "--posterior", posterior, "--flow-steps", "2", "--kl", "mc"]
+    one, two, killed = tmp_path / "one", tmp_path / "two", tmp_path / "killed"
+    assert (r := run_cli("train", *args, "--out", one)).returncode == 0, r.stderr
+    assert (r := torchrun(*args, "--out", two)).returncode == 0, r.stderr
+    a, b = read_tensors(find_checkpoint(one)), read_tensors(find_checkpoint(two))
+    assert any(".family." in key for key in a) == (posterior == "iaf")  # the MADE weights are checkpointed
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+    r = run_cli("train", *args, "--out", killed, env_extra={"AEVB_TEST_KILL_AT_STEP": "10"})
+    assert r.returncode != 0 and read_state(find_checkpoint(killed))["step"] == 8
+    assert (r := run_cli("train", "--resume", killed, "--quiet")).returncode == 0, r.stderr
+    c = read_tensors(find_checkpoint(killed))
+    for key in a:
+        torch.testing.assert_close(c[key], a[key], rtol=1e-6, atol=1e-7, msg=key)

@@ -333,3 +333,20 @@ def test_generic_evaluator_gives_the_fast_gaussian_evaluators_numbers(likelihood
     generic = importance.importance_sample(model, x, k=300, seed=5, progress=False, workers=1, memory_mb=1)
     for key in ("log_px", "elbo", "recon", "kl", "mu"):
         torch.testing.assert_close(generic[key], fast[key], rtol=1e-5, atol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize("conditional_prior", [False, True])
+def test_conditional_model_given_labels_keeps_the_contract_and_iwae_1_equals_the_mc_elbo(conditional_prior):
+    info = DataInfo(name="t", shape=(12,), num_dims=12, support="binary", binarization="none")
+    g = torch.Generator().manual_seed(0)
+    x, y = binary((B, 12), g), torch.randint(0, 3, (B,), generator=g)
+    torch.manual_seed(0)
+    cfg = ModelConfig(conditional=True, num_classes=3, conditional_prior=conditional_prior, latent_dim=4, hidden=[16])
+    model = build_model(cfg, info, train_mean=x.mean(0)).given(y)
+    eps = torch.randn(1, B, model.noise_dim, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(OBJECTIVES["iwae"](model, x, num_samples=1, noise=eps).value,
+                               OBJECTIVES["elbo"](model, x, num_samples=1, kl="mc", noise=eps).value)
+    z = model.sample_posterior(x, 3, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(model.log_weights(x, 3, torch.Generator().manual_seed(2)),
+                               model.log_likelihood(x, z) + model.log_prior(z) - model.log_q(z, x))
+    assert model.reconstruct(x).shape == x.shape

@@ -83,6 +83,10 @@ def test_iwae_rows_use_the_papers_settings(tmp_path):
     assert Path(iwae.out) == tmp_path / "iwae-k5"
     with pytest.raises(ValueError, match="k = 1"):
         iwae_recipe.row_config("vae", 5, 10, str(tmp_path))
+    two = iwae_recipe.row_config("iwae", 5, 820, str(tmp_path), layers=2)  # Burda et al.'s two-layer MNIST model
+    assert (two.model.latent_dims, two.model.hidden, two.model.stochastic_hidden) == ([100, 50], [200, 200], [100, 100])
+    assert (two.data.split, two.train.batch_size, two.train.schedule, two.train.epochs) == ("iwae", 20, "iwae", 820)
+    assert Path(two.out) == tmp_path / "iwae2-k5" and iwae_recipe.PAPER_NLL[("iwae2", 5)] == 83.89
 
 
 def test_iwae_recipe_trains_evaluates_and_tabulates(tmp_path, capsys):

@@ -112,3 +112,20 @@ def test_iwae_mnist_2layer_preset_is_the_papers_architecture_and_protocol():
     assert sizes["posterior_layers.0.net.0.weight"] == (100, 100) and sizes["posterior_layers.0.net.4.weight"] == (100, 100)
     assert sizes["prior_layers.0.net.0.weight"] == (100, 50) and sizes["prior_layers.0.net.4.weight"] == (200, 100)
     assert sizes["decoder.net.4.weight"] == (784, 200)
+
+
+def test_an_inactive_upper_layer_counts_no_active_units_even_with_few_importance_samples():
+    from aevb.inference.evaluate import evaluate
+
+    info = DataInfo(name="t", shape=(12,), num_dims=12, support="binary", binarization="none")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dims=[4, 3], hidden=[16], stochastic_hidden=[8]), info)
+    with torch.no_grad():  # q(z2|z1) = N(0, I) whatever z1: the second layer carries nothing
+        last = model.posterior_layers[0].net[-1]
+        last.weight.zero_()
+        last.bias.zero_()
+    x = torch.bernoulli(torch.full((200, 12), 0.3), generator=torch.Generator().manual_seed(0))
+    r = evaluate(model, x, info, k=20, progress=False, workers=1)
+    # draws of z2 have variance 1: their average over K = 20 would vary by 1/20 = 0.05 > 0.01 per unit
+    assert r["active_units_per_layer"][1] == 0
+    assert r["active_units_per_layer"][0] == r["active_units"]

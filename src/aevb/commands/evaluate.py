@@ -94,7 +94,10 @@ def format_table(r: dict, run_dir: str, which: str) -> str:
         ("measures", measure.get("what", "")),
         ("bits/dim", bpd),
         ("p(x|z)", r.get("p_x_given_z", "")),
-        ("active units", f"{r['active_units']}/{r['latent_dim']}  (Var over x of E_q[z_d] > 0.01)"),
+        ("active units", f"{r['active_units']}/{r['latent_dim']}  (Var over x of E_q[z_d] > 0.01)"
+                         + ("; per layer " + ", ".join(f"z_{i + 1} {a}/{d}" for i, (a, d) in
+                                                       enumerate(zip(r["active_units_per_layer"], r["latent_dims"])))
+                            if "active_units_per_layer" in r else "")),
         ("protocol", protocol_text(r["binarization"], r["seed"], r.get("measure_info"))),
     ] + ([("observed", r["observed"])] if r.get("observed") else [])
     if r.get("conditional"):  # a conditional VAE: the numbers are of log p(x|y)

@@ -231,7 +231,9 @@ def generic_chunk_stats(model, x: torch.Tensor, eps: torch.Tensor, block: int) -
     Returns:
         {"log_px", "recon", "kl", "elbo"}, each (B,) float64 in nats, and "mu" (B, noise_dim): the
         posterior means of all layers side by side, layer 1 in closed form where its family has
-        one, otherwise (and for layers above) the mean of the K draws.
+        one; otherwise, and for layers above, averages over the K draws of E[z_l|z_{l-1}] where
+        that has a closed form (Rao-Blackwellised: an inactive unit's mean does not pick up the
+        draws' noise), else of z_l (Monte Carlo error about sd(z_l|x) / sqrt(K)).
     """
     num_examples, k = eps.shape[:2]  # eps: a (B, K, D) tensor or a ``NoiseStream``
     zeros = lambda: torch.zeros(num_examples, dtype=torch.float64, device=x.device)  # noqa: E731
@@ -249,13 +251,14 @@ def generic_chunk_stats(model, x: torch.Tensor, eps: torch.Tensor, block: int) -
             kl_exact = t.kl.double()
         else:
             kl_sum += t.kl.double().sum(0)
-        z_block = torch.cat(t.z, dim=-1).double().sum(0)  # (B, noise_dim)
+        z_block = torch.cat([m.double().sum(0) if m.dim() == 3 else m.double() * e.shape[0]  # (B, D_l) each
+                             for m in t.z_means], dim=-1)  # (B, noise_dim): sum over the S draws
         z_sum = z_block if z_sum is None else z_sum + z_block
     recon /= k
     kl = kl_exact if kl_exact is not None else kl_sum / k
     mu = (z_sum / k).to(x.dtype)
     first = closed_form_moments(model.posterior(x))
-    if first is not None:
+    if first is not None:  # exactly, not through the sum
         mu[:, :first[0].shape[-1]] = first[0]
     return {"log_px": run_max + run_sum.log() - math.log(k), "recon": recon, "kl": kl, "elbo": recon - kl, "mu": mu}
 

@@ -71,7 +71,10 @@ class Trace(NamedTuple):
     """One pass through the model for x (B, num_dims) and K draws z ~ q(z|x), each term in nats.
 
     ``kl`` is a per-draw estimate of KL(q(z|x) || p(z)) (None unless asked for): (B,) when it is
-    exact (a one-layer model with a closed form), else (K, B).
+    exact (a one-layer model with a closed form), else (K, B). ``z_means`` holds, per layer, the
+    mean of the factor each z_l was drawn from where it has a closed form (layer 1: E_q[z_1|x],
+    (B, D_1); layer l: E[z_l|z_{l-1}] at the drawn parent, (K, B, D_l)), else the draws z_l: their
+    average over the K draws estimates E_q[z_l|x] (Rao-Blackwellised where a closed form exists).
     """
 
     z: tuple  # L tensors (K, B, D_l)
@@ -79,6 +82,7 @@ class Trace(NamedTuple):
     log_p_z: torch.Tensor  # (K, B)
     log_q_z: torch.Tensor  # (K, B)
     kl: torch.Tensor | None
+    z_means: tuple = ()
 
 
 # -- noise ---------------------------------------------------------------------------------------
@@ -279,7 +283,11 @@ class LatentVariableModel:
             kl_term = log_q_layers[-1] - log_p_top if top is None else top
             for log_q_l, log_p_l in zip(log_q_layers[:-1], lower):
                 kl_term = kl_term + (log_q_l - log_p_l)
-        return Trace(tuple(zs), log_p_x_given_z, log_p_z, log_q_z, kl_term)
+        z_means = []
+        for q, z in zip(qs, zs):
+            moments = closed_form_moments(q)
+            z_means.append(z if moments is None else moments[0])
+        return Trace(tuple(zs), log_p_x_given_z, log_p_z, log_q_z, kl_term, tuple(z_means))
 
     def log_weights(self, x: torch.Tensor, num_samples: int, noise=None) -> torch.Tensor:
         """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x), in nats. Returns (K, B)."""

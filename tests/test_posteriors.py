@@ -365,3 +365,19 @@ def test_two_gloo_processes_equal_one_process_and_a_killed_run_resumes_exactly_w
     c = read_tensors(find_checkpoint(killed))
     for key in a:
         torch.testing.assert_close(c[key], a[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+@pytest.mark.parametrize("posterior", ["full_covariance", "iaf"])
+def test_the_python_api_fits_scores_transforms_and_reloads_with_each_family(tmp_path, posterior):
+    from sklearn.datasets import load_digits
+
+    from aevb.api import AEVB
+
+    X = load_digits().images[:400]
+    vae = AEVB(latent_dim=2, hidden=(32,), epochs=2, lr=3e-3, k=20, posterior=posterior, flow_steps=2).fit(X)
+    assert vae.config_.objective.kl == ("analytic" if posterior == "full_covariance" else "mc")
+    z, scores = vae.transform(X[:50]), vae.score_samples(X[:50])
+    assert z.shape == (50, 2) and np.isfinite(z).all() and np.isfinite(scores).all()
+    again = AEVB.load(vae.save(tmp_path / "vae"))
+    assert again.posterior == posterior
+    np.testing.assert_allclose(again.score_samples(X[:50]), scores, rtol=1e-6)

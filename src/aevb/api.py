@@ -33,6 +33,7 @@ from aevb.data import DataInfo
 from aevb.data.advice import data_warnings
 from aevb.data.scaling import FeatureScaling, is_integer_levels, resolve_scaling
 from aevb.inference.importance import importance_sample
+from aevb.models.posteriors import CLOSED_FORM_KL
 from aevb.models.vae import build_model
 from aevb.training.checkpoint import normal_file_mode
 from aevb.training.optim import build_optimizer
@@ -77,6 +78,9 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         prior: p(z): "standard_normal", "mog" (mixture of Gaussians) or "vamp" (VampPrior); the
             learned ones train the ELBO with the Monte Carlo KL (docs/models.md).
         prior_components: K of a learned prior (0: 10 for mog, 500 for vamp).
+        posterior: q(z|x): "gaussian" (diagonal), "full_covariance", "planar" or "iaf" (normalizing flows
+            with ``flow_steps`` steps; they train the ELBO with the Monte Carlo KL; docs/models.md).
+        flow_steps: K, the number of planar or IAF steps.
 
     Attributes (after ``fit``):
         model_: the trained ``VAE``. config_: the ``RunConfig``. info_: the ``DataInfo``.
@@ -91,7 +95,8 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                  optimizer: str = "adam", objective: str = "elbo", num_samples: int = 1, beta: float = 1.0,
                  sigma: str | float = "learned_shared", scaling: str = "auto", dequantize: bool = False,
                  k: int = 100, threads: int = 1, device: str = "cpu", random_state: int = 0, verbose: bool = False,
-                 prior: str = "standard_normal", prior_components: int = 0):
+                 prior: str = "standard_normal", prior_components: int = 0, posterior: str = "gaussian",
+                 flow_steps: int = 4):
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.hidden = hidden
@@ -113,6 +118,8 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.prior = prior
         self.prior_components = prior_components
+        self.posterior = posterior
+        self.flow_steps = flow_steps
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -132,9 +139,11 @@ class AEVB(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         cfg = RunConfig()
         update(cfg, {"model": {"latent_dim": self.latent_dim, "likelihood": self.likelihood,
                                "hidden": list(self.hidden), "activation": self.activation, "sigma": str(self.sigma),
-                               "prior": self.prior, "prior_components": self.prior_components},
+                               "prior": self.prior, "prior_components": self.prior_components,
+                               "posterior": self.posterior, "flow_steps": self.flow_steps},
                      "objective": {"name": self.objective, "num_samples": self.num_samples, "beta": float(self.beta),
-                                   "kl": "analytic" if self.prior == "standard_normal" else "mc"},
+                                   "kl": "analytic" if self.prior == "standard_normal"
+                                   and self.posterior in CLOSED_FORM_KL else "mc"},
                      "train": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                                "optimizer": self.optimizer, "seed": self.random_state, "quiet": not self.verbose,
                                "device": self.device, "threads": self.threads},

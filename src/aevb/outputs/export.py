@@ -126,6 +126,7 @@ def _onnx(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], p
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", "The axis name: batch will not be used", UserWarning)  # x, eps share it
             torch.onnx.export(module, examples, str(path), input_names=input_names, output_names=output_names,
                               dynamic_shapes=tuple({0: batch} for _ in examples), dynamo=True, external_data=False,
                               verbose=False)

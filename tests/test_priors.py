@@ -230,3 +230,24 @@ def test_the_python_api_fits_a_learned_prior_samples_exactly_and_round_trips(tmp
     assert np.isfinite(scores).all()
     loaded = AEVB.load(vae.save(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.sample(4, random_state=3), a)
+
+
+def test_hierarchical_vamp_prior_on_the_top_layer_is_the_mean_of_q_z2_along_the_pseudo_inputs_means():
+    torch.manual_seed(0)
+    cfg = ModelConfig(prior="vamp", prior_components=4, latent_dims=[5, 3], latent_dim=5, hidden=[8],
+                      stochastic_hidden=[6])
+    x = torch.bernoulli(torch.full((12, INFO.num_dims), 0.3))
+    model = build_model(cfg, INFO, train_data=x)
+    p_z = model.prior()
+    assert p_z.event_shape == (3,)  # p(z_2), the top layer
+    u = model.prior_module.pseudo_inputs
+    z2 = torch.randn(7, 3)
+    per_k = torch.stack([model.posterior_layers[0](model.encoder(u[k:k + 1]).mean).log_prob(z2) for k in range(4)])
+    torch.testing.assert_close(p_z.log_prob(z2), torch.logsumexp(per_k, 0) - math.log(4), rtol=1e-5, atol=1e-5)
+    from aevb.inference.objectives import OBJECTIVES
+
+    bound = OBJECTIVES["iwae"](model, x, num_samples=3)
+    assert torch.isfinite(bound.value).all()
+    bound.value.mean().backward()
+    assert model.prior_module.pseudo_inputs.grad.abs().sum() > 0
+    assert model.sample(4, torch.Generator().manual_seed(0)).shape == (4, INFO.num_dims)

@@ -290,6 +290,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     if m.conditional and m.prior == "vamp":
         problems.append("model.prior = 'vamp' with model.conditional = true: the pseudo-inputs carry no labels; "
                         "allowed: standard_normal or mog, or model.conditional_prior = true")
+    if m.prior == "vamp" and len(m.latent_dims) >= 2 and m.posterior in ("planar", "iaf"):
+        problems.append(f"model.prior = 'vamp' with model.latent_dims and model.posterior = {m.posterior!r}: the "
+                        "hierarchical VampPrior follows the mean of q(z_1|u), which a flow has not in closed form; "
+                        "allowed posteriors: gaussian, full_covariance")
     if m.conditional and m.arch != "mlp":
         problems.append(f"model.arch = {m.arch!r} with model.conditional = true: the labels join the input of an "
                         "MLP; allowed value is mlp")
@@ -383,11 +387,6 @@ def _validate_layers(m: ModelConfig) -> list[str]:
     if getattr(m, "conditional", False):
         problems.append(f"model.conditional = true with model.latent_dims = {m.latent_dims!r}: the conditional VAE "
                         "has one stochastic layer; use empty model.latent_dims (and model.latent_dim), or no labels")
-    if m.prior == "vamp":
-        problems.append(f"model.prior = 'vamp' with model.latent_dims = {m.latent_dims!r}: the VampPrior mixes the "
-                        "inference network's q(z|u_k), which for L >= 2 layers has no density on the top layer z_L "
-                        "(it integrates over the layers below); use model.prior = mog or standard_normal, or one "
-                        "layer (empty model.latent_dims)")
     return problems
 
 

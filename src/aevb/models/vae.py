@@ -68,8 +68,26 @@ class VAE(LatentVariableModel, nn.Module):
         return self.encoder(x)
 
     def prior(self) -> Distribution:
-        """p(z_L), event shape (D_L,), no batch dims (the prior is given the encoder; see ``priors.py``)."""
-        return self.prior_module(encoder=self.encoder)
+        """p(z_L), event shape (D_L,), no batch dims (the prior is given the encoder, or with L >= 2
+        layers ``top_posterior``; see ``priors.py``)."""
+        return self.prior_module(encoder=self.top_posterior if len(self.posterior_layers) else self.encoder)
+
+    def top_posterior(self, x: torch.Tensor) -> Distribution:
+        """q(z_L | x) along the posterior means: q(z_1|x), then q(z_{l+1} | z_l = E_q[z_l]) up to z_L.
+
+        The components of the hierarchical VampPrior on the top layer, p(z_L) = (1/K) sum_k
+        q(z_L | u_k) (Tomczak & Welling 2018, sec. 3.3; the exact marginal of z_L under q has no
+        closed form, so each pseudo-input's path goes through the means: a Gaussian per u_k, a valid
+        learned prior whatever the path). Batch shape (B,), event shape (D_L,).
+        """
+        q = self.encoder(x)
+        for layer in self.posterior_layers:
+            try:
+                q = layer(q.mean)
+            except NotImplementedError:
+                raise ValueError(f"the hierarchical VampPrior needs the mean of q(z_1|x); {type(q).__name__} "
+                                 "has none in closed form (use model.posterior = gaussian or full_covariance)") from None
+        return q
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z_1) for z_1 of shape (..., D_1); event shape (num_dims,)."""

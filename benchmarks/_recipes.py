@@ -76,3 +76,34 @@ def curves(records: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
 def threads_env(threads: int) -> None:
     """One intra-op thread per process unless told otherwise (the machine is shared)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+def evaluate_per_image(run_dir, k: int, num_images: int) -> dict:
+    """L_k and the ELBO of each of the first ``num_images`` test images under a run's last checkpoint.
+
+    The library's importance sampler (seed 1234, one worker): per-image lists in nats, so that two rows
+    evaluated on the same images can be compared pairwise (``mean_se`` of the differences).
+    """
+    import time
+
+    import torch
+
+    from aevb.data import build_datasets
+    from aevb.inference.importance import importance_sample
+    from aevb.training.checkpoint import load_run
+
+    cfg, model, info = load_run(run_dir)
+    splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
+    x = splits.test[:num_images]
+    start = time.time()
+    out = importance_sample(model, x, k=k, seed=1234, binarization=info.binarization, progress=False, workers=1)
+    return {"log_px": out["log_px"].tolist(), "elbo": out["elbo"].tolist(), "eval_seconds": time.time() - start,
+            "k": k, "n": len(x), "torch_threads": torch.get_num_threads()}
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(n)) of a list of numbers."""
+    n = len(values)
+    m = sum(values) / n
+    var = sum((v - m) ** 2 for v in values) / max(1, n - 1)
+    return m, math.sqrt(var / n)

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _recipes import SHARED_DATA, threads_env, tiny_sections  # noqa: E402
+from _recipes import SHARED_DATA, evaluate_per_image, mean_se, threads_env, tiny_sections  # noqa: E402
 
 PUBLISHED = {"vamp": "85.57", "standard_normal": "about 88.5-89.9"}
 ROWS = ("standard_normal", "mog", "vamp")
@@ -49,28 +47,8 @@ def row_config(prior: str, args):
     return cfg
 
 
-def evaluate_row(run_dir: Path, args) -> dict:
-    """L_K and ELBO per test image (first --test-images) under the run's last checkpoint."""
-    import torch
-
-    from aevb.data import build_datasets
-    from aevb.inference.importance import importance_sample
-    from aevb.training.checkpoint import load_run
-
-    cfg, model, info = load_run(run_dir)
-    splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
-    x = splits.test[:args.test_images]
-    start = time.time()
-    out = importance_sample(model, x, k=args.k, seed=1234, binarization=info.binarization, progress=False, workers=1)
-    return {"log_px": out["log_px"].tolist(), "elbo": out["elbo"].tolist(), "eval_seconds": time.time() - start,
-            "k": args.k, "n": len(x), "torch_threads": torch.get_num_threads()}
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    m = sum(values) / n
-    var = sum((v - m) ** 2 for v in values) / max(1, n - 1)
-    return m, math.sqrt(var / n)
 
 
 def table(results: dict) -> str:
@@ -126,7 +104,7 @@ def main() -> None:
             seconds = float(json.loads((Path(run_dir) / "summary.json").read_text())["train_seconds"])
         row = {"train_seconds": seconds, "epochs": args.epochs, "config": cfg.to_dict()}
         print(f"evaluating {prior}: L_{args.k} on {args.test_images} test images", flush=True)
-        row.update(evaluate_row(Path(run_dir), args))
+        row.update(evaluate_per_image(run_dir, args.k, args.test_images))
         results[prior] = row
         results_path.write_text(json.dumps(results, indent=1) + "\n")
         print(table(results), flush=True)

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _recipes import SHARED_DATA, threads_env, tiny_sections  # noqa: E402
+from _recipes import SHARED_DATA, evaluate_per_image, mean_se, threads_env, tiny_sections  # noqa: E402
 
 PUBLISHED = {"1layer-vae": "-86.76", "1layer-iwae5": "-85.54", "2layer-vae": "-85.33", "2layer-iwae5": "-83.89"}
 ROWS = tuple(PUBLISHED)
@@ -50,25 +49,8 @@ def row_config(row: str, args):
     return cfg
 
 
-def evaluate_row(run_dir: Path, args) -> dict:
-    """L_K and ELBO per test image (first --test-images) under the run's last checkpoint."""
-    from aevb.data import build_datasets
-    from aevb.inference.importance import importance_sample
-    from aevb.training.checkpoint import load_run
-
-    cfg, model, info = load_run(run_dir)
-    splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
-    x = splits.test[:args.test_images]
-    start = time.time()
-    out = importance_sample(model, x, k=args.k, seed=1234, binarization=info.binarization, progress=False, workers=1)
-    return {"log_px": out["log_px"].tolist(), "elbo": out["elbo"].tolist(), "eval_seconds": time.time() - start,
-            "k": args.k, "n": len(x)}
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    m = sum(values) / n
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / max(1, n - 1) / n)
 
 
 def table(results: dict) -> str:
@@ -115,7 +97,7 @@ def main() -> None:
         run_dir = train(cfg)
         result = {"train_seconds": time.time() - start, "epochs": args.epochs, "seed": args.seed}
         print(f"evaluating {row}: L_{args.k} on {args.test_images} test images", flush=True)
-        result.update(evaluate_row(Path(run_dir), args))
+        result.update(evaluate_per_image(run_dir, args.k, args.test_images))
         results[row] = result
         results_path.write_text(json.dumps(results, indent=1) + "\n")
         print(table(results), flush=True)

@@ -30,7 +30,7 @@ from torch.distributions import (
     constraints,
 )
 
-from aevb.models.likelihoods import DataMismatchError, Likelihood, first_bad
+from aevb.models.likelihoods import Likelihood, check_integer_levels
 
 LOG_SCALE_MIN = -7.0  # s >= e^-7 ~ 1e-3, an eighth of a bin: PixelCNN++'s floor
 
@@ -138,13 +138,9 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
     def check_data(self, x: torch.Tensor, where: str = "data") -> None:
         super().check_data(x, where)
-        found = first_bad(x, (x != torch.round(x)) | (x < 0) | (x > self.num_levels - 1))
-        if found:
-            i, j, value = found
-            raise DataMismatchError(
-                f"{where}: the discretized logistic likelihood needs integer levels 0..{self.num_levels - 1}, but "
-                f"example {i}, dimension {j} is {value:g}. Keep 8-bit data as integer levels (do not scale to [0, 1] "
-                "or dequantize), or choose a continuous likelihood for continuous values.")
+        check_integer_levels(x, self.num_levels, where, "discretized logistic",
+                             "Keep 8-bit data as integer levels (do not scale to [0, 1] or dequantize), or choose a "
+                             "continuous likelihood for continuous values.")
 
     def init_output_bias(self, bias: torch.Tensor, data_mean: torch.Tensor) -> None:
         """Locations at the data mean (components spread by +-0.2 around it), log s = log 0.1, equal weights."""

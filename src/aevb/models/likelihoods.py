@@ -39,6 +39,15 @@ def first_bad(x: torch.Tensor, mask: torch.Tensor) -> tuple[int, int, float] | N
     return i, j, float(x.reshape(flat.shape)[i, j])
 
 
+
+def check_integer_levels(x: torch.Tensor, num_levels: int, where: str, name: str, advice: str) -> None:
+    """Refuse data that are not integer levels 0..num_levels-1, naming the first bad example and dimension."""
+    found = first_bad(x, (x != torch.round(x)) | (x < 0) | (x > num_levels - 1))
+    if found:
+        i, j, value = found
+        raise DataMismatchError(f"{where}: the {name} likelihood needs integer levels 0..{num_levels - 1}, but "
+                                f"example {i}, dimension {j} is {value:g}. {advice}")
+
 class Likelihood(nn.Module):
     """Base class. Subclasses set ``params_per_dim``, ``supports`` and implement ``forward``.
 
@@ -410,13 +419,9 @@ class CategoricalLikelihood(Likelihood):
 
     def check_data(self, x: torch.Tensor, where: str = "data") -> None:
         super().check_data(x, where)
-        found = first_bad(x, (x != torch.round(x)) | (x < 0) | (x > self.num_levels - 1))
-        if found:
-            i, j, value = found
-            raise DataMismatchError(
-                f"{where}: the categorical likelihood needs integer levels 0..{self.num_levels - 1}, but example "
-                f"{i}, dimension {j} is {value:g}. Keep quantized data (8-bit images) as integer levels (do not scale "
-                "to [0, 1] or dequantize), or choose continuous_bernoulli/gaussian for continuous values.")
+        check_integer_levels(x, self.num_levels, where, "categorical",
+                             "Keep quantized data (8-bit images) as integer levels (do not scale to [0, 1] or "
+                             "dequantize), or choose continuous_bernoulli/gaussian for continuous values.")
 
     def init_from_data(self, bias: torch.Tensor, x: torch.Tensor, latent_dim: int) -> None:
         """Logits of each dimension's smoothed histogram of levels: p = (1 - w) counts / N + w / L.

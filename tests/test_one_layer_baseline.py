@@ -7,6 +7,10 @@ the generic trainer step) were recorded with the code of main at 0661d48, before
 contract and L-layer models, and the same seed gives the same bits after it. The fast-path row
 covers the hand-derived path of ``aevb/speed/``, whose products changed in 5f7ca82 (torch's mm
 for small products; about 1e-7 relative from 0661d48's bits): it is recorded at c60ad5d.
+
+The weights are compared bit for bit (training is unchanged); the evaluated numbers (test ELBO, L_50,
+the evaluator's ELBO) to 1e-7 relative, since the evaluator's data term x . l for few samples per
+example is summed over the logits instead of through W^T x (issue 17: 5e-9 relative here).
 """
 
 import hashlib
@@ -50,12 +54,12 @@ def weights_sha256(model) -> str:
 def test_one_layer_run_gives_the_numbers_recorded_before_the_model_contract(name, tmp_path):
     objective, train_settings, test_elbo, sha, log_px, eval_elbo = RECORDED[name]
     run = train(tiny_config(tmp_path, objective=objective, train={"tensorboard": False, **train_settings}))
-    assert json.loads((run / "summary.json").read_text())["test"]["elbo"] == test_elbo
     cfg, model, info = load_run(run)
     assert weights_sha256(model) == sha
+    assert json.loads((run / "summary.json").read_text())["test"]["elbo"] == pytest.approx(test_elbo, rel=1e-7, abs=0)
     splits, _ = build_datasets(cfg.data, cfg.model.likelihood)
     r = evaluate(model, splits.test, info, k=50, seed=1234, progress=False, workers=1)
-    assert (r["log_px"], r["elbo"]) == (log_px, eval_elbo)
+    assert (r["log_px"], r["elbo"]) == pytest.approx((log_px, eval_elbo), rel=1e-7, abs=0)
 
 
 def test_one_layer_checkpoint_names_are_unchanged():

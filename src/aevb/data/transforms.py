@@ -6,6 +6,8 @@ time a batch is drawn (dynamic binarization: a fresh Bernoulli draw per pixel pe
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -124,9 +126,17 @@ def to_model_values(parts: dict, raw, data_cfg, likelihood: str) -> tuple[dict, 
     else:
         support = "real"
     num_entries = sum(t.numel() for t in out.values())
-    missing_fraction = sum(int(torch.isnan(t).sum()) for t in out.values()) / max(1, num_entries)
+    missing_fraction = sum(count_nan(t) for t in out.values()) / max(1, num_entries)
     return out, {"support": support, "binarization": binarization, "dequantization": dequant,
                  "standardization": standardization, "missing": missing, "missing_fraction": missing_fraction}
+
+
+def count_nan(t: torch.Tensor) -> int:
+    """The number of NaN entries of t: 0 when the sum of t is not NaN (a NaN entry makes it NaN, and an
+    overflow gives inf, not NaN; one pass, no (N, D) mask), else counted entry by entry."""
+    if not math.isnan(float(t.sum())):
+        return 0
+    return int(torch.isnan(t).sum())
 
 
 def from_model_values(x: torch.Tensor, raw, info) -> torch.Tensor:

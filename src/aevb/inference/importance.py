@@ -98,6 +98,9 @@ def choose_chunks(num_params: int, latent_dim: int, k: int, memory_mb: int) -> t
     return examples, samples
 
 
+DIRECT_MAX_SAMPLES = 64  # up to this many samples per example, x . l is summed over the logits (SigmoidMLP)
+
+
 class SigmoidMLP:
     """A tanh MLP rewritten exactly with sigmoids: tanh(a) = 2 sigmoid(2a) - 1, so scaling a layer's
     weights and bias by 2 and folding the "2s - 1" into the next layer (W' = 2W, b' = b - W 1)
@@ -137,12 +140,18 @@ class SigmoidMLP:
 
     def bernoulli_log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) = x . l - sum_d softplus(l_d) with logits l = h W^T + b, for z (B, S, D) and
-        x (B, num_dims). Returns (B, S). The data term is computed as x . l = h . (W^T x) + b . x, a
-        product with the last hidden layer h instead of a pass over the logits."""
+        x (B, num_dims). Returns (B, S). With many samples per example (S > ``DIRECT_MAX_SAMPLES``) the
+        data term is computed as x . l = h . (W^T x) + b . x, a product with the last hidden layer h
+        instead of a pass over the logits; with few (the ELBO's S = 1) W^T x would cost as much as the
+        logits themselves, so x . l is summed over the logits (0.2 ms against 12 ms for 1,000 examples
+        of the 784-500 layer, S = 1, one thread)."""
         num_examples, num_samples = z.shape[:2]
         w, b = self.layers[-1]
         h = self.hidden(z)  # (B * S, H)
         logits = gemm.linear(h, w, b)
+        if num_samples <= DIRECT_MAX_SAMPLES:
+            x_dot_l = (logits.view(num_examples, num_samples, -1) * x[:, None, :]).sum(-1)
+            return x_dot_l - torch._C._nn.softplus(logits, 1.0, 20.0, out=logits).sum(-1).view(num_examples, num_samples)
         sum_softplus = torch._C._nn.softplus(logits, 1.0, 20.0, out=logits).sum(-1).view(num_examples, num_samples)
         x_w = torch.mm(x, w)  # (B, H): row b is W^T x_b
         b_x = torch.mv(x, b)  # (B,)

@@ -384,8 +384,12 @@ def resolve_config(cfg: RunConfig, resume: bool = False) -> RunConfig:
 
 def build_state(cfg: RunConfig, splits: Splits, info, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.train.seed)
-    # nanmean: NaN marks a missing entry under data.missing = mask
-    model = build_model(cfg.model, info, train_mean=splits.train.nanmean(0), train_data=splits.train).to(device)
+    # the plain mean (the same bits as nanmean without NaN, a tenth of its time); nanmean where NaN marks a
+    # missing entry under data.missing = mask
+    train_mean = splits.train.mean(0)
+    if bool(torch.isnan(train_mean).any()):
+        train_mean = splits.train.nanmean(0)
+    model = build_model(cfg.model, info, train_mean=train_mean, train_data=splits.train).to(device)
     check_data_fits(model, splits, info)
     for message in data_warnings(splits.train, info, cfg.model.likelihood, cfg.model.latent_dim):
         print(f"warning: {message}", file=sys.stderr)

@@ -10,15 +10,20 @@ Methods, run alternately (A B C A B C ...), one pass over the same images each t
   plain     a plain PyTorch loop of the same model over in-memory tensors: nn.Sequential encoder and
             decoder, torch.distributions-free IWAE bound with logsumexp, default Adam (eps 1e-4).
 
+With ``--layers 2`` the model is the paper's two-stochastic-layer one (784-200-200-z1 100, 100-100-z2 50,
+tanh; preset iwae-mnist-2layer), aevb's gradient is aevb.speed.hierarchical's, and "plain" is the same
+two-layer IWAE bound written out in plain PyTorch.
+
 Prints the median, min and max examples/s of each (by CPU time of this process with one thread,
 which other processes on the machine barely affect, and by wall clock) and aevb's ratio to each.
 
-Usage: python benchmarks/iwae_throughput.py [--repeats 5] [--examples 6000] [--threads 1]
+Usage: python benchmarks/iwae_throughput.py [--repeats 5] [--examples 6000] [--threads 1] [--layers 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -36,9 +41,10 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from train_throughput import clocks, load_images, rates  # noqa: E402
 
 HIDDEN, LATENT, PIXELS, K, BATCH = [200, 200], 50, 784, 5, 20
+LATENTS_2, STOCHASTIC_HIDDEN_2 = [100, 50], [100, 100]  # the two-layer model: z1, z2 and the z1 <-> z2 MLPs
 
 
-def run_aevb(x_train: torch.Tensor, seed: int, fast_path: bool = True) -> tuple[float, float]:
+def run_aevb(x_train: torch.Tensor, seed: int, fast_path: bool = True, layers: int = 1) -> tuple[float, float]:
     from aevb.config import RunConfig
     from aevb.data import DataInfo, Splits
     from aevb.speed.fastpath import FastElbo
@@ -48,6 +54,8 @@ def run_aevb(x_train: torch.Tensor, seed: int, fast_path: bool = True) -> tuple[
 
     cfg = RunConfig()
     cfg.model.hidden, cfg.model.latent_dim = list(HIDDEN), LATENT
+    if layers == 2:
+        cfg.model.latent_dims, cfg.model.stochastic_hidden = list(LATENTS_2), list(STOCHASTIC_HIDDEN_2)
     cfg.objective.name, cfg.objective.num_samples = "iwae", K
     cfg.train.epochs, cfg.train.batch_size, cfg.train.seed, cfg.train.quiet = 1, BATCH, seed, True
     cfg.train.adam_eps, cfg.train.checkpoint_every, cfg.train.fast_path = 1e-4, 10**9, fast_path
@@ -64,8 +72,8 @@ def run_aevb(x_train: torch.Tensor, seed: int, fast_path: bool = True) -> tuple[
         return rates(len(x_train), start)
 
 
-def run_autograd(x_train: torch.Tensor, seed: int) -> tuple[float, float]:
-    return run_aevb(x_train, seed, fast_path=False)
+def run_autograd(x_train: torch.Tensor, seed: int, layers: int = 1) -> tuple[float, float]:
+    return run_aevb(x_train, seed, fast_path=False, layers=layers)
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -98,19 +106,57 @@ def run_plain(x_train: torch.Tensor, seed: int) -> tuple[float, float]:
     return rates(len(x_train), start)
 
 
+def run_plain_two_layer(x_train: torch.Tensor, seed: int) -> tuple[float, float]:
+    """A plain PyTorch two-layer IWAE loop: log w_k = log p(x|z1) + log p(z1|z2) + log p(z2) - log q(z1|x)
+    - log q(z2|z1), each conditional a diagonal Gaussian from a tanh MLP (Bernoulli for x)."""
+    torch.manual_seed(seed)
+    (d1, d2), sh = LATENTS_2, STOCHASTIC_HIDDEN_2
+    enc, up = mlp([PIXELS, *HIDDEN, 2 * d1]), mlp([d1, *sh, 2 * d2])
+    down, dec = mlp([d2, *reversed(sh), 2 * d1]), mlp([d1, *reversed(HIDDEN), PIXELS])
+    nets = [enc, up, down, dec]
+    optimizer = torch.optim.Adam([p for n in nets for p in n.parameters()], lr=1e-3, eps=1e-4)
+
+    def log_normal(z, mu, log_var):  # up to -D/2 log(2 pi), which cancels between p and q
+        return -0.5 * ((z - mu) ** 2 / log_var.exp() + log_var).sum(-1)
+
+    start = clocks()
+    perm = torch.randperm(len(x_train))
+    for i in range(0, len(x_train), BATCH):
+        x = torch.bernoulli(x_train[perm[i:i + BATCH]])
+        mu1, lv1 = enc(x).chunk(2, -1)
+        z1 = mu1 + torch.randn(K, *mu1.shape) * torch.exp(0.5 * lv1)
+        mu2, lv2 = up(z1).chunk(2, -1)
+        z2 = mu2 + torch.randn(K, *mu2.shape) * torch.exp(0.5 * lv2)
+        m1, plv1 = down(z2).chunk(2, -1)
+        logits = dec(z1)
+        log_px = -nn.functional.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+        log_w = (log_px + log_normal(z1, m1, plv1) - 0.5 * (z2 ** 2).sum(-1)
+                 - log_normal(z1, mu1, lv1) - log_normal(z2, mu2, lv2))
+        loss = -(torch.logsumexp(log_w, 0) - math.log(K)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return rates(len(x_train), start)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="passes per method (alternating)")
     parser.add_argument("--examples", type=int, default=6000, help="training images per pass")
     parser.add_argument("--methods", nargs="+", default=["autograd", "plain"], help="baselines besides aevb")
+    parser.add_argument("--layers", type=int, choices=(1, 2), default=1,
+                        help="stochastic layers: 1 (784-200-200-50) or 2 (the paper's 100 + 50 model)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images, source = load_images(args.examples)
     x_train = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
     print(f"data: {source}, {len(images)} images; torch {torch.__version__}; {args.threads} thread(s); "
-          f"784-200-200-50 tanh, IWAE k={K}, batch {BATCH}")
-    methods = [("aevb", run_aevb), ("autograd", run_autograd), ("plain", run_plain)]
+          f"{'784-200-200-50' if args.layers == 1 else '784-200-200-100, 100-100-50'} tanh, IWAE k={K}, batch {BATCH}")
+    two = args.layers == 2
+    methods = [("aevb", functools.partial(run_aevb, layers=args.layers)),
+               ("autograd", functools.partial(run_autograd, layers=args.layers)),
+               ("plain", run_plain_two_layer if two else run_plain)]
     methods = [m for m in methods if m[0] == "aevb" or m[0] in args.methods]
     wall = {name: [] for name, _ in methods}
     cpu = {name: [] for name, _ in methods}

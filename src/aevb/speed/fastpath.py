@@ -32,6 +32,18 @@ w~_k = exp(log w_k - logsumexp_k log w_k) for both), the gradients of loss = -sc
 The total derivative of log q(z_k|x) along z_k = mu + std * eps_k is 0 for mu and -1/2 for log_var
 (the path and score terms cancel), which is why r_k's gradient has the simple form above.
 
+L >= 2 stochastic layers (the IWAE paper's two-layer model: q(z_1|x) from the encoder, q(z_{l+1}|z_l) and
+p(z_l|z_{l+1}) diagonal Gaussians from MLPs, p(z_L) = N(0, I)) go through ``hierarchical.FastHierarchicalElbo``,
+a subclass using the same MLP passes (``_mlp_forward``, ``_mlp_backward``), buffers and likelihood
+(``build_fast_bound`` picks the class). There, per draw, with eps split by layer and z_l = mu_l + std_l * eps_l,
+    r_k = log p(z_L) + sum_{l<L} log p(z_l|z_{l+1}) - sum_l log q(z_l|parent_l)
+        = sum_l [ -z_L^2 / 2 (top) or -((z_l - m_l)^2 / v_l + plv_l) / 2 ] + sum_l (eps_l^2 + lv_l) / 2  (summed over j)
+enters the bounds exactly as above (with kl="analytic" only the top pair is replaced by its closed-form KL,
+as in ``LatentVariableModel.trace``); each log p(z_l|z_{l+1}) adds c (z_l - m_l) / v_l to d loss / d z_l and
+sends -c (z_l - m_l) / v_l, c (1 - (z_l - m_l)^2 / v_l) / 2 back through its prior MLP into z_{l+1}; each
+log q(z_l|.) adds -c / 2 to d loss / d lv_l; and the posterior MLPs are walked top-down, so that
+d loss / d z_l is complete before mu_l, lv_l and z_{l-1} receive it (hierarchical.py writes it all out).
+
 Products: the large ones (``ONEDNN_MIN_MACS``) on oneDNN (``gemm``, float32 on x86 CPUs; they return
 new tensors and apply tanh or ReLU inside the product), the others with torch's ``addmm``/``mm``
 writing into buffers allocated once per batch shape (oneDNN's per-call cost loses on small products).
@@ -124,15 +136,22 @@ def supported_likelihood(likelihood) -> bool:
     return type(likelihood) is GaussianLikelihood and likelihood.mode == "fixed" and likelihood.params_per_dim == 1
 
 
+def _gaussian_mlp(layer: nn.Module) -> bool:
+    return type(layer) is GaussianEncoder and mlp_layers(layer.net) is not None
+
+
 def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
     """Why the fast path does not apply to this model and config ("" when it does)."""
     t, o = cfg.train, cfg.objective
+    upper = [*getattr(model, "posterior_layers", ()), *getattr(model, "prior_layers", ())]
     checks = [
         (not getattr(t, "fast_path", True), "train.fast_path is off"),
         (t.compile, "train.compile is on"),
         (o.name not in ("elbo", "iwae"), f"objective {o.name} (needs elbo or iwae)"),
         (o.name == "iwae" and o.beta != 1.0, "the iwae bound with beta != 1"),
-        (len(getattr(model, "latent_dims", ())) != 1, "the model has more than one stochastic layer"),
+        (not getattr(model, "latent_dims", ()), "the model has no latent_dims (not a models.base latent-variable model)"),
+        (not all(_gaussian_mlp(m) for m in upper),
+         "a stochastic layer above z_1 is not a diagonal Gaussian (GaussianEncoder) over an MLP"),
         (type(getattr(model, "encoder", None)) is not GaussianEncoder
          or mlp_layers(model.encoder.net) is None, "the encoder is not a GaussianEncoder over an MLP"),
         (type(getattr(model, "decoder", None)) is not Decoder
@@ -152,6 +171,16 @@ def fast_path_reason(model: nn.Module, cfg, world_size: int = 1) -> str:
 # against 1,230 us). The IWAE model's largest products (100x200x784, 15.7M multiply-adds) trained faster
 # on torch's: 4,260 against 3,689 ex/s (in-process A/B, medians of 4), so the line is drawn above them.
 ONEDNN_MIN_MACS = 20_000_000
+
+
+def build_fast_bound(model: nn.Module, objective_cfg) -> FastElbo:
+    """The fast path for a model with ``fast_path_reason`` "": ``FastElbo`` for one stochastic layer,
+    ``hierarchical.FastHierarchicalElbo`` for L >= 2."""
+    if len(model.latent_dims) == 1:
+        return FastElbo(model, objective_cfg)
+    from aevb.speed.hierarchical import FastHierarchicalElbo  # it builds on FastElbo
+
+    return FastHierarchicalElbo(model, objective_cfg)
 
 
 class _Buffers:
@@ -223,6 +252,36 @@ class FastElbo:
             return gemm.onednn_linear(a, b.t(), None, None)
         return torch.mm(a, b, out=out)
 
+    @classmethod
+    def _mlp_forward(cls, linears: list[nn.Linear], acts: list, h: torch.Tensor, outs: list[torch.Tensor],
+                     onednn: bool) -> list[torch.Tensor]:
+        """Every layer's output of an MLP for the input h (rows, in): h_i = act(h_{i-1} W_i^T + b_i), the last
+        layer without an activation; each written into ``outs[i]`` (or new, see ``_linear_act``)."""
+        out = []
+        for i, m in enumerate(linears):
+            h = cls._linear_act(m, h, outs[i], acts[i] if i < len(acts) else None, onednn)
+            out.append(h)
+        return out
+
+    @classmethod
+    def _mlp_backward(cls, linears: list[nn.Linear], acts: list, inputs: list[torch.Tensor], delta: torch.Tensor,
+                      grads: list[torch.Tensor], input_grad: torch.Tensor | None, onednn: bool) -> torch.Tensor | None:
+        """Backward through an MLP used once: ``delta`` = d loss / d (its output) (rows, out); ``inputs[i]`` the
+        input of layer i (the MLP's input, then the hidden outputs). Writes each Linear's ``.grad`` (overwriting
+        it; ``grads[i]`` receive d loss / d pre-activation i) and returns d loss / d inputs[0], written into
+        ``input_grad`` (None: not computed)."""
+        for i in reversed(range(len(linears))):
+            m = linears[i]
+            below = None
+            if i > 0 or input_grad is not None:  # first, while the weight is still in cache
+                below = cls._mm(delta, m.weight, grads[i - 1] if i > 0 else input_grad, onednn)
+            m.weight.grad = cls._mm(delta.t(), inputs[i], m.weight.grad, onednn)
+            torch.sum(delta, 0, out=m.bias.grad)
+            if i > 0:
+                acts[i - 1][1](below, inputs[i])
+            delta = below  # type: ignore[assignment]  # None only after the first layer
+        return delta if input_grad is not None else None
+
     @torch.no_grad()
     def forward_backward(self, x: torch.Tensor, eps: torch.Tensor, beta: float, scale: float):
         """The bound and its terms for x (B, num_dims) with noise eps (K, B, D), each (B,) in nats.
@@ -238,19 +297,15 @@ class FastElbo:
         buf = self.buffers(batch, num_samples)
         onednn = gemm.uses_onednn(x)
         # encoder: h_i = act(h_{i-1} W_i^T + b_i); last layer -> (mu, log_var)
-        h, enc_out = x, []
-        for i, m in enumerate(self.enc):
-            h = self._linear_act(m, h, buf.enc_h[i], self.enc_act[i] if i < len(self.enc_act) else None, onednn)
-            enc_out.append(h)
+        enc_out = self._mlp_forward(self.enc, self.enc_act, x, buf.enc_h, onednn)
+        h = enc_out[-1]
         latent = h.shape[1] // 2
         mu, log_var = h[:, :latent], h[:, latent:]
         std = torch.mul(log_var, 0.5, out=buf.std).exp_()
         z = torch.addcmul(mu, eps, std, out=buf.z)  # (K, B, D)
         # decoder on the K*B samples: its outputs l (K*B, num_dims), the logits or the Gaussian means
-        g, dec_out = z.view(kb, latent), []
-        for i, m in enumerate(self.dec):
-            g = self._linear_act(m, g, buf.dec_h[i], self.dec_act[i] if i < len(self.dec_act) else None, onednn)
-            dec_out.append(g)
+        dec_out = self._mlp_forward(self.dec, self.dec_act, z.view(kb, latent), buf.dec_h, onednn)
+        g = dec_out[-1]
         delta = buf.dec_grad[-1].view(num_samples, batch, -1)
         a = 1.0 if self.iwae else scale / num_samples  # scale * a_k, for IWAE applied below with the weights
         log_p_x_given_z = self._log_likelihood_and_delta(g.view(num_samples, batch, -1), x, buf.work, delta, a)
@@ -272,17 +327,8 @@ class FastElbo:
             else:
                 value = recon - beta * kl
                 c = scale * beta / num_samples
-        delta = delta.view(kb, -1)
-        inputs = [z.view(kb, latent), *dec_out[:-1]]
-        for i in reversed(range(len(self.dec))):
-            m = self.dec[i]
-            below = self._mm(delta, m.weight, buf.dec_grad[i - 1] if i > 0 else buf.z_grad, onednn)  # first, while
-            m.weight.grad = self._mm(delta.t(), inputs[i], m.weight.grad, onednn)  # the weight is still in cache
-            torch.sum(delta, 0, out=m.bias.grad)
-            if i > 0:
-                self.dec_act[i - 1][1](below, inputs[i])
-            delta = below
-        z_grad = delta.view(num_samples, batch, latent)
+        z_grad = self._mlp_backward(self.dec, self.dec_act, [z.view(kb, latent), *dec_out[:-1]], delta.view(kb, -1),
+                                    buf.dec_grad, buf.z_grad, onednn).view(num_samples, batch, latent)
         if self.iwae:
             z_grad.addcmul_(c, z)  # d(-log p(z))/dz = z
         elif c:
@@ -298,16 +344,7 @@ class FastElbo:
             log_var_grad.sub_(c.sum(0), alpha=0.5)  # type: ignore[union-attr]  # sum_k c_k = scale (to rounding)
         else:
             log_var_grad.sub_(0.5 * c * num_samples)
-        delta = out_grad
-        inputs = [x, *enc_out[:-1]]
-        for i in reversed(range(len(self.enc))):
-            m = self.enc[i]
-            m.weight.grad = self._mm(delta.t(), inputs[i], m.weight.grad, onednn)
-            torch.sum(delta, 0, out=m.bias.grad)
-            if i > 0:
-                below = self._mm(delta, m.weight, buf.enc_grad[i - 1], onednn)
-                self.enc_act[i - 1][1](below, inputs[i])
-                delta = below
+        self._mlp_backward(self.enc, self.enc_act, [x, *enc_out[:-1]], out_grad, buf.enc_grad, None, onednn)
         return value, recon, kl
 
     def _log_likelihood_and_delta(self, out: torch.Tensor, x: torch.Tensor, work: torch.Tensor, delta: torch.Tensor,

@@ -29,7 +29,7 @@ from aevb.inference.evaluate import evaluate_elbo, observed_entries, observed_no
 from aevb.models.vae import VAE, build_model
 from aevb.outputs.figures import write_basic_plots
 from aevb.outputs.measure import protocol_text
-from aevb.speed.fastpath import FastElbo, fast_path_reason
+from aevb.speed.fastpath import FastElbo, build_fast_bound, fast_path_reason
 from aevb.training import distributed
 from aevb.training.checkpoint import (
     CheckpointError,
@@ -350,9 +350,10 @@ def fit_loop(ts: TrainState, module: torch.nn.Module, run: Run) -> None:
 
 
 def build_bound_module(model: VAE, cfg: RunConfig, world_size: int = 1):
-    """``fastpath.FastElbo`` when it applies to the model and config, else the autograd ``BoundModule``."""
+    """``fastpath.FastElbo`` (or its L-layer form) when it applies to the model and config, else the autograd
+    ``BoundModule``."""
     if not fast_path_reason(model, cfg, world_size):
-        return FastElbo(model, cfg.objective)
+        return build_fast_bound(model, cfg.objective)
     return BoundModule(model, cfg.objective)
 
 

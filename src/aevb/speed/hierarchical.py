@@ -107,7 +107,7 @@ class FastHierarchicalElbo(FastElbo):
         mu, log_var = enc_out[-1][:, :dims[0]], enc_out[-1][:, dims[0]:]
         std = torch.mul(log_var, 0.5, out=buf.std).exp_()
         zs, mus, log_vars, stds = [torch.addcmul(mu, eps_l[0], std, out=buf.z)], [mu], [log_var], [std]
-        log_q = log_var.sum(-1).add(eps_l[0].square().sum(-1))  # -2 log q(z_1|x) (K, B)
+        log_q = log_var.sum(-1).add(eps_l[0].square().sum(-1))  # -2 log q(z_1|x) (K, B), less log(2 pi) terms (they cancel with p's)
         up_out = []
         for i, (lin, act) in enumerate(self.up):
             up_out.append(self._mlp_forward(lin, act, zs[i].view(kb, -1), lay.up_h[i], onednn))
@@ -121,7 +121,7 @@ class FastHierarchicalElbo(FastElbo):
             stds.append(std)
             if i + 1 < top or not self.analytic_kl:
                 log_q.add_(log_var.sum(-1)).add_(eps_l[i + 1].square().sum(-1))
-        # top-down prior: p(z_l|z_{l+1}) from the l-th prior MLP; -2 log p(z) (K, B)
+        # the prior's conditionals: p(z_l|z_{l+1}) from the l-th prior MLP; -2 log p(z) (K, B), less log(2 pi) terms
         down_out, log_p = [], torch.zeros_like(log_q)
         for i, (lin, act) in enumerate(self.down):
             down_out.append(self._mlp_forward(lin, act, zs[i + 1].view(kb, -1), lay.down_h[i], onednn))
@@ -134,7 +134,7 @@ class FastHierarchicalElbo(FastElbo):
             kl_top = (mus[top].square() + stds[top].square() - 1.0 - log_vars[top]).sum(-1).mul_(0.5)
         else:
             log_p.add_(zs[top].square().sum(-1))
-        log_ratio = log_q.sub_(log_p).mul_(0.5)  # log p(z) - log q(z|x), less the top pair for analytic KL
+        log_ratio = log_q.sub_(log_p).mul_(0.5)  # log p(z) - log q(z|x) (K, B); analytic KL: its top pair is -KL_L
         if self.analytic_kl:
             log_ratio.sub_(kl_top)
         # decoder on z_1, as in FastElbo

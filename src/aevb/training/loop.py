@@ -24,11 +24,12 @@ from tqdm import tqdm
 from aevb.config import RESUMABLE, RunConfig, config_differences, validate
 from aevb.data import DataInfo, Splits, build_datasets
 from aevb.data.advice import data_warnings
-from aevb.data.fingerprint import fingerprint_splits
+from aevb.data.fingerprint import BackgroundFingerprint
 from aevb.inference.evaluate import evaluate_elbo, observed_entries, observed_note
 from aevb.models.vae import VAE, build_model
 from aevb.outputs.figures import write_basic_plots
 from aevb.outputs.measure import protocol_text
+from aevb.outputs.plots import preload_pyplot
 from aevb.speed.fastpath import FastElbo, build_fast_bound, fast_path_reason
 from aevb.training import distributed
 from aevb.training.checkpoint import (
@@ -421,7 +422,7 @@ def resume_state(ts: TrainState, run: Run) -> Path:
                               f"new run with the new settings (only {', '.join(sorted(b for _, b in RESUMABLE))} may "
                               "change on resume, as flags)")
     recorded = meta.get("data_fingerprint") or ""
-    if recorded and recorded != ts.data_fingerprint:
+    if recorded and recorded != str(ts.data_fingerprint):
         raise CheckpointError(f"--resume {run.run_dir}: the data changed since the run started (the files of "
                               f"data.name = {run.cfg.data.name!r} were replaced or edited): now {ts.data_fingerprint}; "
                               f"when the run started {recorded}. Put the original data back, or start a new run")
@@ -495,8 +496,9 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
             lock = claim_run_dir(run_dir, new=not resume, overwrite=overwrite)
         splits, info = build_datasets(cfg.data, cfg.model.likelihood)
         resolve_num_classes(cfg, splits, info)
+        fingerprint = BackgroundFingerprint(splits.train, splits.valid, splits.test)  # beside the set-up and first steps
         ts = build_state(cfg, splits, info, device)  # checks that the data fit the model first
-        ts.data_fingerprint = fingerprint_splits(splits.train, splits.valid, splits.test)
+        ts.data_fingerprint = fingerprint
         splits = Splits(*(t.to(device) for t in (splits.train, splits.valid, splits.test)),
                         *(None if y is None else y.to(device)
                           for y in (splits.train_labels, splits.valid_labels, splits.test_labels)))
@@ -516,6 +518,8 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path
             write_json_atomic(run_dir / "data.json", info.to_dict())
         if not resume or ctx.rank > 0:  # torch's global stream (only posterior families without a registered reparameterisation use it), per rank
             torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + ts.step)
+        if ctx.is_main:
+            preload_pyplot()  # the figures' import runs beside training, not after it
         fit_wrapped(ts, run)
         finish(ts, run)
         log.close()

@@ -63,7 +63,8 @@ class TrainState:
     sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     seconds: float = 0.0
     stopped: str = ""
-    data_fingerprint: str = ""  # of the prepared data (data.fingerprint); saved, never restored
+    data_fingerprint: object = ""  # of the prepared data: its text, or a data.fingerprint.BackgroundFingerprint
+    # whose str() is the text; saved, never restored
 
 
 def _json_float(v: float):
@@ -82,7 +83,7 @@ def capture_state(ts: TrainState, cfg) -> tuple[dict[str, torch.Tensor], dict]:
     meta["sums"] = list(ts.sums)
     meta.update({"optimizer": opt_meta, "schedule": {"name": cfg.train.schedule, "lr_scale": ts.lr_scale},
                  "noise_device": str(ts.noise.device), "version": __version__, "config": cfg.to_dict(),
-                 "data_fingerprint": ts.data_fingerprint})
+                 "data_fingerprint": str(ts.data_fingerprint)})
     return tensors, meta
 
 

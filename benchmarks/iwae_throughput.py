@@ -7,6 +7,8 @@ Methods, run alternately (A B C A B C ...), one pass over the same images each t
             called directly.
   autograd  the same trainer with train.fast_path off: gradients by autograd through objectives.iwae
             (what the trainer ran for this model before the fast path covered it).
+  onednn    (with ``--methods ... onednn``) aevb with its products of 1 M multiply-adds or more on oneDNN
+            instead of torch's mm (the line ``fastpath.ONEDNN_MIN_MACS`` draws at 20 M).
   plain     a plain PyTorch loop of the same model over in-memory tensors: nn.Sequential encoder and
             decoder, torch.distributions-free IWAE bound with logsumexp, default Adam (eps 1e-4).
 
@@ -70,6 +72,19 @@ def run_aevb(x_train: torch.Tensor, seed: int, fast_path: bool = True, layers: i
         start = clocks()
         fit(ts, module, run)
         return rates(len(x_train), start)
+
+
+def run_aevb_small_onednn(x_train: torch.Tensor, seed: int, layers: int = 1, min_macs: int = 1_000_000):
+    """aevb with products of ``min_macs`` multiply-adds or more on oneDNN (``fastpath.ONEDNN_MIN_MACS``,
+    20 M by default, which keeps every product of this model on torch's mm)."""
+    from aevb.speed import fastpath
+
+    default = fastpath.ONEDNN_MIN_MACS
+    fastpath.ONEDNN_MIN_MACS = min_macs
+    try:
+        return run_aevb(x_train, seed, layers=layers)
+    finally:
+        fastpath.ONEDNN_MIN_MACS = default
 
 
 def run_autograd(x_train: torch.Tensor, seed: int, layers: int = 1) -> tuple[float, float]:
@@ -144,7 +159,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="passes per method (alternating)")
     parser.add_argument("--examples", type=int, default=6000, help="training images per pass")
-    parser.add_argument("--methods", nargs="+", default=["autograd", "plain"], help="baselines besides aevb")
+    parser.add_argument("--methods", nargs="+", default=["autograd", "plain"],
+                        help="baselines besides aevb: autograd, plain, and onednn (aevb with every product of"
+                             " 1 M multiply-adds or more on oneDNN, to re-check fastpath.ONEDNN_MIN_MACS)")
     parser.add_argument("--layers", type=int, choices=(1, 2), default=1,
                         help="stochastic layers: 1 (784-200-200-50) or 2 (the paper's 100 + 50 model)")
     args = parser.parse_args(argv)
@@ -156,7 +173,8 @@ def main(argv=None) -> int:
     two = args.layers == 2
     methods = [("aevb", functools.partial(run_aevb, layers=args.layers)),
                ("autograd", functools.partial(run_autograd, layers=args.layers)),
-               ("plain", run_plain_two_layer if two else run_plain)]
+               ("plain", run_plain_two_layer if two else run_plain),
+               ("onednn", functools.partial(run_aevb_small_onednn, layers=args.layers))]
     methods = [m for m in methods if m[0] == "aevb" or m[0] in args.methods]
     wall = {name: [] for name, _ in methods}
     cpu = {name: [] for name, _ in methods}

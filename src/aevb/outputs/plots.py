@@ -78,6 +78,22 @@ def to_display(x: torch.Tensor, lo: float | None = None, hi: float | None = None
     return ((x - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
 
 
+TITLE_IN = 0.32   # inches above an axes for a 10-point title
+LABEL_IN = 0.3    # inches beside an axes for a 10-point axis label
+
+
+def _margins(fig, left: float = 0.08, right: float = 0.08, top: float = TITLE_IN, bottom: float = 0.08,
+             gap: float = 0.0) -> None:
+    """Axes placed by fixed margins in inches (``gap`` between side-by-side axes): the image
+    figures' layout without ``tight_layout``, which lays out every text once more before saving
+    (0.3-0.4 s of CPU for the training figures)."""
+    width, height = fig.get_size_inches()
+    ncols = max(1, len(fig.axes))
+    axes_width = max(1e-3, (width - left - right - gap * (ncols - 1)) / ncols)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=gap / axes_width)
+
+
 def _show(ax, grid: torch.Tensor, title: str, cmap: str = "gray_r"):
     """imshow a display grid in [0, 1]; with ``gray_r`` 1 is black ink on white paper."""
     g = grid.numpy()
@@ -141,7 +157,7 @@ def plot_reconstructions(x: torch.Tensor, x_rec: torch.Tensor, shape: tuple, nco
     fig, axes = plt.subplots(1, 2, figsize=(10, 5 * aspect + 0.6))
     _show(axes[0], _grid_for(both[:len(x)], shape, ncols, cmap), "data", cmap)
     _show(axes[1], _grid_for(both[len(x):], shape, ncols, cmap), "reconstruction (mean of p(x|z))", cmap)
-    fig.tight_layout()
+    _margins(fig, gap=0.3)
     return fig
 
 
@@ -160,7 +176,7 @@ def plot_samples(samples: torch.Tensor, shape: tuple, ncols: int = 10,
     aspect = (nrows * (shape[-2] + 1)) / (ncols * (shape[-1] + 1))
     fig, ax = plt.subplots(figsize=(6, 6 * aspect + 0.5))
     _show(ax, _grid_for(to_display(samples), shape, ncols, cmap), title, cmap)
-    fig.tight_layout()
+    _margins(fig)
     return fig
 
 
@@ -212,7 +228,7 @@ def plot_manifold(means: torch.Tensor, shape: tuple, num_steps: int, dims: tuple
     ax.set_yticks([])
     ax.set_xlabel(f"z{dims[0]} = F^-1(p), p from {1 / (2 * num_steps):.3g} to {1 - 1 / (2 * num_steps):.3g}")
     ax.set_ylabel(f"z{dims[1]} = F^-1(p)")
-    fig.tight_layout()
+    _margins(fig, left=LABEL_IN, bottom=LABEL_IN)
     return fig
 
 
@@ -268,7 +284,7 @@ def plot_traversals(means: torch.Tensor, shape: tuple, order: list[int], activit
     ax.set_yticks([1 + r * h + (h - 1) / 2 for r in range(len(order))], labels, fontsize=8)
     ax.tick_params(length=0)
     ax.set_xlabel(f"z_d = F^-1(p), p from {1 / (2 * num_steps):.3g} to {1 - 1 / (2 * num_steps):.3g}; other dims at the prior median")
-    fig.tight_layout()
+    _margins(fig, left=0.1 + 0.065 * max(map(len, labels)), bottom=LABEL_IN)  # 8-point labels: ~0.065 in a character
     return fig
 
 

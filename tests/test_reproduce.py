@@ -139,3 +139,17 @@ def test_iwae_recipe_prints_how_to_continue_and_resumes_a_moved_run(tmp_path, ca
     assert records[1]["examples"] == 2 * records[0]["examples"]
     ev = json.loads((moved / "iwae_eval.json").read_text())
     assert ev["k"] == 3 and ev["n"] == 20 and math.isfinite(ev["log_px"])
+
+
+def test_the_budget_curve_recovers_a_known_power_law_and_refuses_gains_that_do_not_shrink():
+    import budget_curve
+
+    a, b, c = 40.0, 0.55, -85.0
+    points = [(n, c - a * n ** -b) for n in (10.0, 100.0, 820.0)]
+    fitted = budget_curve.fit_power_law(points[::-1])  # any order
+    assert fitted == pytest.approx((a, b, c), rel=1e-9)
+    assert c - a * 3280 ** -b == pytest.approx(fitted[2] - fitted[0] * 3280 ** -fitted[1], abs=1e-9)
+    with pytest.raises(ValueError, match="grow"):
+        budget_curve.fit_power_law([(10, -100.0), (100, -101.0), (820, -99.0)])
+    with pytest.raises(ValueError, match="no power law"):  # the second gain larger than the first: no asymptote
+        budget_curve.fit_power_law([(10, -100.0), (100, -99.0), (820, -90.0)])

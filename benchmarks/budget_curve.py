@@ -1,0 +1,76 @@
+"""What a longer run would reach: fit L(B) = c - a * B^(-b) to a row's test bound at three budgets B (passes).
+
+IWAE table 1 runs at a smaller budget compress the paper's 3^i schedule into their own number of passes
+(``train.schedule = "iwae"``), so each run's final test L_5000 is the result of a full, shorter schedule:
+a point on the curve "final bound against budget". Three such points (here 10, 100 and 820 passes)
+determine the three parameters of a power law with an asymptote c; the script solves for them exactly
+(b by bisection on the ratio of the two differences, then a and c) and prints L at other budgets,
+with the paper's 3,280 passes by default.
+
+This is an extrapolation, not a measurement: it assumes the gap to the asymptote keeps shrinking as a
+power of the budget, as it did between the three points.
+
+Usage:
+    python benchmarks/budget_curve.py --point 10:-103.01 --point 100:-91.30 --point 820:-87.9 [--at 3280]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+
+def fit_power_law(points: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """(a, b, c) with L(B) = c - a * B^(-b) through three points (B_i, L_i), B increasing, L increasing
+    and concave in log B (each tenfold budget gains less than the one before); else ValueError."""
+    if len(points) != 3:
+        raise ValueError(f"need exactly three (budget, bound) points, got {len(points)}")
+    (b1, l1), (b2, l2), (b3, l3) = sorted(points)
+    if not (b1 < b2 < b3) or min(b1, b2, b3) <= 0:
+        raise ValueError("budgets must be positive and different")
+    d12, d23 = l2 - l1, l3 - l2
+    if d12 <= 0 or d23 <= 0:
+        raise ValueError(f"the bound must grow with the budget: {l1}, {l2}, {l3}")
+    target = d23 / d12
+
+    def ratio(b: float) -> float:  # (B2^-b - B3^-b) / (B1^-b - B2^-b), decreasing in b
+        return (b2 ** -b - b3 ** -b) / (b1 ** -b - b2 ** -b)
+
+    lo, hi = 1e-6, 20.0
+    if not (ratio(hi) < target < ratio(lo)):
+        raise ValueError(f"no power law with an asymptote fits: the gains {d12:.3f} then {d23:.3f} do not shrink "
+                         "fast enough (or shrink too fast)")
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ratio(mid) > target else (lo, mid)
+    b = 0.5 * (lo + hi)
+    a = d12 / (b1 ** -b - b2 ** -b)
+    c = l1 + a * b1 ** -b
+    return a, b, c
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--point", action="append", required=True, metavar="PASSES:BOUND",
+                        help="a run's budget in passes and its final test bound in nats (three of them)")
+    parser.add_argument("--at", type=float, nargs="+", default=[3280.0], help="budgets to predict (passes)")
+    args = parser.parse_args(argv)
+    try:
+        points = [(float(p.split(":")[0]), float(p.split(":")[1])) for p in args.point]
+    except (IndexError, ValueError):
+        parser.error(f"--point takes PASSES:BOUND, e.g. 100:-91.30; got {args.point}")
+    try:
+        a, b, c = fit_power_law(points)
+    except ValueError as e:
+        print(f"budget_curve: {e}", file=sys.stderr)
+        return 2
+    print(f"L(B) = {c:.2f} - {a:.2f} * B^(-{b:.3f})   (asymptote {c:.2f} nats)")
+    for budget in args.at:
+        print(f"  {budget:,.0f} passes: {c - a * budget ** -b:.2f} nats")
+    assert all(math.isclose(c - a * bb ** -b, ll, abs_tol=1e-6) for bb, ll in points)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

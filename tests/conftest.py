@@ -60,3 +60,23 @@ def matmul_backend(request):
         if used != request.param:
             pytest.skip(f"the {request.param} backend is not available in this torch build")
         yield request.param
+
+
+def autograd_reference(model, x, eps, beta, objective):
+    """Bound, recon, KL and d(-mean bound)/dtheta by autograd through objectives.elbo / objectives.iwae
+    (the trainer's ``BoundModule``): what the hand-derived fast paths are checked against."""
+    from aevb.training.step import BoundModule
+
+    model.zero_grad(set_to_none=True)
+    value, recon, kl = BoundModule(model, objective)(x, eps, beta)
+    (-value.sum() / len(x)).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return value.detach(), recon.detach(), kl.detach(), grads
+
+
+def binary_draws(batch, num_samples, noise_dim, dtype, seed=1, num_dims=30):
+    """Binary x (batch, num_dims) with uneven pixel rates and noise eps (num_samples, batch, noise_dim)."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(batch, num_dims, generator=g) < torch.rand(num_dims, generator=g)).to(dtype)
+    return x, torch.randn(num_samples, batch, noise_dim, generator=g).to(dtype)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import autograd_reference, binary_draws, tiny_config
 
 from aevb.config import ModelConfig, ObjectiveConfig, RunConfig, TrainConfig
 from aevb.data import DataInfo
@@ -24,20 +24,8 @@ def model_for(activation="tanh", hidden=(16,), dtype=torch.float64, seed=0, like
     return build_model(cfg, info, train_mean=torch.rand(30)).to(dtype)
 
 
-def autograd_reference(model, x, eps, beta, objective):
-    """Bound, recon, KL and d(-mean bound)/dtheta by autograd through objectives.elbo."""
-    model.zero_grad(set_to_none=True)
-    value, recon, kl = BoundModule(model, objective)(x, eps, beta)
-    (-value.sum() / len(x)).backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad(set_to_none=True)
-    return value.detach(), recon.detach(), kl.detach(), grads
-
-
 def draws(batch, num_samples, dtype, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(batch, 30, generator=g) < torch.rand(30, generator=g)).to(dtype)  # binary, uneven rates
-    return x, torch.randn(num_samples, batch, 3, generator=g).to(dtype)
+    return binary_draws(batch, num_samples, 3, dtype, seed)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu", "softplus"])

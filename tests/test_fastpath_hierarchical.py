@@ -4,7 +4,8 @@ through the shared objectives, and a scipy computation of the IWAE bound written
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import autograd_reference, tiny_config
+from conftest import binary_draws as draws
 from scipy import stats
 from scipy.special import logsumexp
 
@@ -25,22 +26,6 @@ def layered_model(dims, activation="tanh", hidden=(16,), stochastic_hidden=(7, 6
     cfg = ModelConfig(latent_dims=list(dims), hidden=list(hidden), stochastic_hidden=list(stochastic_hidden),
                       activation=activation)
     return build_model(cfg, INFO, train_mean=torch.rand(30)).to(dtype)
-
-
-def draws(batch, num_samples, noise_dim, dtype, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(batch, 30, generator=g) < torch.rand(30, generator=g)).to(dtype)  # binary, uneven rates
-    return x, torch.randn(num_samples, batch, noise_dim, generator=g).to(dtype)
-
-
-def autograd_reference(model, x, eps, beta, objective):
-    """Bound, recon, KL and d(-mean bound)/dtheta by autograd through objectives.elbo / objectives.iwae."""
-    model.zero_grad(set_to_none=True)
-    value, recon, kl = BoundModule(model, objective)(x, eps, beta)
-    (-value.sum() / len(x)).backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad(set_to_none=True)
-    return value.detach(), recon.detach(), kl.detach(), grads
 
 
 OBJECTIVES = [("iwae", "mc", 1, 1.0), ("iwae", "mc", 4, 1.0), ("elbo", "mc", 1, 1.0), ("elbo", "mc", 3, 0.5),

@@ -201,6 +201,16 @@ class _Buffers:
         self.work = new(num_samples, batch, dec[-1].out_features)
 
 
+def batch_cache(cache: dict, key: tuple, make):
+    """``cache[key]``, built by ``make()`` when missing; the cache keeps two batch shapes (the full batch and
+    the last partial one), dropping the oldest."""
+    if key not in cache:
+        if len(cache) >= 2:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
+
+
 class FastElbo:
     """Exact forward + backward of the ELBO (analytic or Monte Carlo KL) or the IWAE bound for an MLP VAE.
 
@@ -220,12 +230,8 @@ class FastElbo:
         self._buffers: dict[tuple[int, int], _Buffers] = {}
 
     def buffers(self, batch: int, num_samples: int) -> _Buffers:
-        key = (batch, num_samples)
-        if key not in self._buffers:
-            if len(self._buffers) >= 2:  # the full batch and the last partial one
-                self._buffers.pop(next(iter(self._buffers)))
-            self._buffers[key] = _Buffers(self.enc, self.dec, batch, num_samples, self.params[0])
-        return self._buffers[key]
+        return batch_cache(self._buffers, (batch, num_samples),
+                           lambda: _Buffers(self.enc, self.dec, batch, num_samples, self.params[0]))
 
     def _grads(self) -> None:
         for p in self.params:

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from aevb.speed import gemm
-from aevb.speed.fastpath import FastElbo, mlp_layers
+from aevb.speed.fastpath import FastElbo, batch_cache, mlp_layers
 
 
 class _LayerBuffers:
@@ -82,12 +82,8 @@ class FastHierarchicalElbo(FastElbo):
         self._layer_buffers: dict[tuple[int, int], _LayerBuffers] = {}
 
     def layer_buffers(self, batch: int, num_samples: int) -> _LayerBuffers:
-        key = (batch, num_samples)
-        if key not in self._layer_buffers:
-            if len(self._layer_buffers) >= 2:  # the full batch and the last partial one
-                self._layer_buffers.pop(next(iter(self._layer_buffers)))
-            self._layer_buffers[key] = _LayerBuffers(self.dims, self.up, self.down, batch, num_samples, self.params[0])
-        return self._layer_buffers[key]
+        return batch_cache(self._layer_buffers, (batch, num_samples),
+                           lambda: _LayerBuffers(self.dims, self.up, self.down, batch, num_samples, self.params[0]))
 
     @torch.no_grad()
     def forward_backward(self, x: torch.Tensor, eps: torch.Tensor, beta: float, scale: float):

@@ -10,8 +10,12 @@ with the paper's 3,280 passes by default.
 This is an extrapolation, not a measurement: it assumes the gap to the asymptote keeps shrinking as a
 power of the budget, as it did between the three points.
 
+With two points and ``--exponent b`` (borrowed from a related row's three-point fit) the script solves
+for a and c only: a weaker extrapolation, which also assumes the two rows' gaps shrink at the same rate.
+
 Usage:
     python benchmarks/budget_curve.py --point 10:-103.01 --point 100:-91.30 --point 820:-87.9 [--at 3280]
+    python benchmarks/budget_curve.py --point 10:-103.06 --point 820:-85.0 --exponent 0.489
 """
 
 from __future__ import annotations
@@ -50,18 +54,36 @@ def fit_power_law(points: list[tuple[float, float]]) -> tuple[float, float, floa
     return a, b, c
 
 
+def fit_with_exponent(points: list[tuple[float, float]], b: float) -> tuple[float, float, float]:
+    """(a, b, c) with L(B) = c - a * B^(-b) through two points (B_i, L_i) for a given exponent b > 0;
+    the bound must grow with the budget (a > 0), else ValueError."""
+    if len(points) != 2:
+        raise ValueError(f"with a given exponent, need exactly two (budget, bound) points, got {len(points)}")
+    if not b > 0:
+        raise ValueError(f"the exponent must be positive, got {b}")
+    (b1, l1), (b2, l2) = sorted(points)
+    if not 0 < b1 < b2:
+        raise ValueError("budgets must be positive and different")
+    if l2 <= l1:
+        raise ValueError(f"the bound must grow with the budget: {l1}, {l2}")
+    a = (l2 - l1) / (b1 ** -b - b2 ** -b)
+    return a, b, l1 + a * b1 ** -b
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--point", action="append", required=True, metavar="PASSES:BOUND",
                         help="a run's budget in passes and its final test bound in nats (three of them)")
     parser.add_argument("--at", type=float, nargs="+", default=[3280.0], help="budgets to predict (passes)")
+    parser.add_argument("--exponent", type=float, default=None,
+                        help="fit only a and c through two points with this exponent b (from a related row)")
     args = parser.parse_args(argv)
     try:
         points = [(float(p.split(":")[0]), float(p.split(":")[1])) for p in args.point]
     except (IndexError, ValueError):
         parser.error(f"--point takes PASSES:BOUND, e.g. 100:-91.30; got {args.point}")
     try:
-        a, b, c = fit_power_law(points)
+        a, b, c = fit_power_law(points) if args.exponent is None else fit_with_exponent(points, args.exponent)
     except ValueError as e:
         print(f"budget_curve: {e}", file=sys.stderr)
         return 2

@@ -153,3 +153,18 @@ def test_the_budget_curve_recovers_a_known_power_law_and_refuses_gains_that_do_n
         budget_curve.fit_power_law([(10, -100.0), (100, -101.0), (820, -99.0)])
     with pytest.raises(ValueError, match="no power law"):  # the second gain larger than the first: no asymptote
         budget_curve.fit_power_law([(10, -100.0), (100, -99.0), (820, -90.0)])
+
+
+def test_the_budget_curve_with_a_given_exponent_recovers_the_law_from_two_points():
+    import budget_curve
+
+    a, b, c = 53.05, 0.489, -84.3
+    points = [(n, c - a * n ** -b) for n in (820.0, 10.0)]
+    assert budget_curve.fit_with_exponent(points, b) == pytest.approx((a, b, c), rel=1e-12)
+    # the three-point fit of the same law gives the same curve, so the two agree on it
+    assert budget_curve.fit_power_law(points + [(100.0, c - a * 100.0 ** -b)]) == pytest.approx((a, b, c), rel=1e-9)
+    with pytest.raises(ValueError, match="grow"):
+        budget_curve.fit_with_exponent([(10, -90.0), (820, -95.0)], b)
+    with pytest.raises(ValueError, match="two"):
+        budget_curve.fit_with_exponent(points + [(100.0, -90.0)], b)
+    assert budget_curve.main(["--point", "10:-100", "--point", "820:-88", "--exponent", "0.5"]) == 0

@@ -108,6 +108,7 @@ def evaluate_run(run_dir: str, k: int = 5000, seed: int = 1234, limit: int = 0, 
     result = {"k": k, "n": ev["n"], "complete": ev["n"] == len(splits.test), "test_size": len(splits.test),
               "seed": seed, "log_px": ev["log_px"], "log_px_se": ev["log_px_se"], "nll": -ev["log_px"],
               "elbo": ev["elbo"], "elbo_se": ev["elbo_se"], "active_units": ev["active_units"],
+              **{key: ev[key] for key in ("active_units_per_layer", "latent_dims") if key in ev},
               "eval_seconds": time.time() - start, "evaluator": "aevb.inference.evaluate.evaluate",
               "binarization": f"test images binarized once with seed {seed}" if info.binarization == "dynamic"
               else info.binarization}

@@ -122,6 +122,25 @@ def test_iwae_recipe_evaluation_is_the_librarys(tmp_path):
     assert json.loads((out / "vae-k1" / "iwae_eval.json").read_text())["log_px"] == got["log_px"]
 
 
+def test_iwae_recipe_evaluation_of_two_layers_counts_active_units_per_layer(tmp_path):
+    """For two stochastic layers the recipe's JSON keeps the evaluator's per-layer counts, summing to the total."""
+    from aevb.data import build_datasets
+    from aevb.inference.evaluate import evaluate
+    from aevb.training.checkpoint import load_run
+
+    out = tmp_path / "iwae"
+    assert iwae_recipe.main(["--row", "iwae", "--k", "5", "--layers", "2", "--epochs", "1", "--tiny", "--out", str(out),
+                             "--no-eval"]) == 0
+    run_dir = str(out / "iwae2-k5")
+    got = iwae_recipe.evaluate_run(run_dir, k=10, limit=40)
+    cfg, model, _ = load_run(run_dir)
+    splits, info = build_datasets(cfg.data, cfg.model.likelihood)
+    want = evaluate(model, splits.test[:40], info, k=10, seed=1234, progress=False)
+    assert got["log_px"] == want["log_px"] and len(got["latent_dims"]) == 2
+    assert got["active_units_per_layer"] == want["active_units_per_layer"]
+    assert sum(got["active_units_per_layer"]) == got["active_units"] <= sum(got["latent_dims"])
+
+
 def test_iwae_recipe_prints_how_to_continue_and_resumes_a_moved_run(tmp_path, capsys):
     out = tmp_path / "iwae"
     assert iwae_recipe.main(["--row", "vae", "--k", "1", "--epochs", "1", "--tiny", "--no-eval", "--out", str(out)]) == 0

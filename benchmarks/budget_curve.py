@@ -73,7 +73,7 @@ def fit_with_exponent(points: list[tuple[float, float]], b: float) -> tuple[floa
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--point", action="append", required=True, metavar="PASSES:BOUND",
-                        help="a run's budget in passes and its final test bound in nats (three of them)")
+                        help="a run's budget in passes and its final test bound in nats (three of them; two with --exponent)")
     parser.add_argument("--at", type=float, nargs="+", default=[3280.0], help="budgets to predict (passes)")
     parser.add_argument("--exponent", type=float, default=None,
                         help="fit only a and c through two points with this exponent b (from a related row)")

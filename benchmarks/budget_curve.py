@@ -48,10 +48,7 @@ def fit_power_law(points: list[tuple[float, float]]) -> tuple[float, float, floa
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if ratio(mid) > target else (lo, mid)
-    b = 0.5 * (lo + hi)
-    a = d12 / (b1 ** -b - b2 ** -b)
-    c = l1 + a * b1 ** -b
-    return a, b, c
+    return fit_with_exponent([(b1, l1), (b2, l2)], 0.5 * (lo + hi))
 
 
 def fit_with_exponent(points: list[tuple[float, float]], b: float) -> tuple[float, float, float]:

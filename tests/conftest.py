@@ -80,3 +80,23 @@ def binary_draws(batch, num_samples, noise_dim, dtype, seed=1, num_dims=30):
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(batch, num_dims, generator=g) < torch.rand(num_dims, generator=g)).to(dtype)
     return x, torch.randn(num_samples, batch, noise_dim, generator=g).to(dtype)
+
+
+def assert_fast_epoch_equals_autograd(tmp_path, monkeypatch, fast_class, tol, **sections):
+    """Train one epoch of the digits (29 batches of 50 and a last partial batch of 5) on ``fast_class``'s
+    fast path and through autograd from the same seed; assert that every fast-run step took the fast path,
+    that the autograd run took none, and that the final weights agree to ``tol`` (float32 rounding)."""
+    from aevb.training.checkpoint import load_run
+    from aevb.training.loop import train
+
+    calls, real = [], fast_class.forward_backward
+    monkeypatch.setattr(fast_class, "forward_backward", lambda self, x, *a: calls.append(len(x)) or real(self, x, *a))
+    train_section = sections.pop("train", {})
+    runs = []
+    for fast in (True, False):
+        cfg = tiny_config(tmp_path / str(fast), train={"epochs": 1, "fast_path": fast, **train_section}, **sections)
+        runs.append(load_run(train(cfg)))
+        assert calls == [50] * 29 + [5]  # every step of the fast run took the fast path; the autograd run added none
+    (_, a, _), (_, b, _) = runs
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=tol, atol=tol, msg=name)

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from conftest import autograd_reference, binary_draws, tiny_config
+from conftest import assert_fast_epoch_equals_autograd, autograd_reference, binary_draws
 
 from aevb.config import ModelConfig, ObjectiveConfig, RunConfig, TrainConfig
 from aevb.data import DataInfo
 from aevb.models.vae import build_model
 from aevb.speed.fastpath import FastElbo, fast_path_reason
-from aevb.training.loop import build_bound_module, train
+from aevb.training.loop import build_bound_module
 from aevb.training.optim import build_optimizer
 from aevb.training.step import BoundModule
 
@@ -158,20 +158,7 @@ def test_closed_form_kl_and_bernoulli_recon_by_hand():
     ({"name": "iwae", "num_samples": 5}, {}),
 ])
 def test_training_with_the_fast_path_gives_the_autograd_weights(tmp_path, monkeypatch, objective, train_cfg):
-    """One epoch of the digits (29 batches of 50 and a last partial batch of 5) both ways."""
-    from aevb.training.checkpoint import load_run
-
-    calls, real = [], FastElbo.forward_backward
-    monkeypatch.setattr(FastElbo, "forward_backward", lambda self, x, *a: calls.append(len(x)) or real(self, x, *a))
-    runs = []
-    for fast in (True, False):
-        cfg = tiny_config(tmp_path / str(fast), objective=objective,
-                          train={"epochs": 1, "fast_path": fast, **train_cfg})
-        runs.append(load_run(train(cfg)))
-        assert calls == [50] * 29 + [5]  # every step of the fast run took the fast path; the autograd run added none
-    (_, a, _), (_, b, _) = runs
-    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-4, msg=name)
+    assert_fast_epoch_equals_autograd(tmp_path, monkeypatch, FastElbo, 1e-4, objective=objective, train=train_cfg)
 
 
 def test_trainer_uses_the_fast_path_exactly_when_it_applies():

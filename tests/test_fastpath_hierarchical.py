@@ -4,7 +4,7 @@ through the shared objectives, and a scipy computation of the IWAE bound written
 import numpy as np
 import pytest
 import torch
-from conftest import autograd_reference, tiny_config
+from conftest import assert_fast_epoch_equals_autograd, autograd_reference
 from conftest import binary_draws as draws
 from scipy import stats
 from scipy.special import logsumexp
@@ -15,7 +15,7 @@ from aevb.models.encoders import GaussianEncoder
 from aevb.models.vae import build_model
 from aevb.speed.fastpath import FastElbo, build_fast_bound, fast_path_reason
 from aevb.speed.hierarchical import FastHierarchicalElbo
-from aevb.training.loop import build_bound_module, train
+from aevb.training.loop import build_bound_module
 from aevb.training.step import BoundModule
 
 INFO = DataInfo(name="t", shape=(6, 5), num_dims=30, support="binary", binarization="dynamic")
@@ -103,22 +103,8 @@ def test_layered_fast_path_matches_autograd_in_float32_and_reuses_buffers_across
 
 @pytest.mark.parametrize("objective", [{"name": "iwae", "num_samples": 3}, {"kl": "mc", "num_samples": 2}])
 def test_training_two_layers_with_the_fast_path_gives_the_autograd_weights(tmp_path, monkeypatch, objective):
-    """One epoch of the digits (29 batches of 50 and a last partial batch of 5), float32, both ways."""
-    from aevb.training.checkpoint import load_run
-
-    calls, real = [], FastHierarchicalElbo.forward_backward
-    monkeypatch.setattr(FastHierarchicalElbo, "forward_backward",
-                        lambda self, x, *a: calls.append(len(x)) or real(self, x, *a))
-    runs = []
-    for fast in (True, False):
-        cfg = tiny_config(tmp_path / str(fast), objective=objective,
-                          model={"latent_dims": [4, 2], "stochastic_hidden": [8]},
-                          train={"epochs": 1, "fast_path": fast})
-        runs.append(load_run(train(cfg)))
-        assert calls == [50] * 29 + [5]  # every step of the fast run took the fast path; the autograd run added none
-    (_, a, _), (_, b, _) = runs
-    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-5, msg=name)
+    assert_fast_epoch_equals_autograd(tmp_path, monkeypatch, FastHierarchicalElbo, 1e-5, objective=objective,
+                                      model={"latent_dims": [4, 2], "stochastic_hidden": [8]})
 
 
 def test_trainer_uses_the_layered_fast_path_exactly_when_it_applies():

@@ -174,7 +174,7 @@ def test_the_budget_curve_recovers_a_known_power_law_and_refuses_gains_that_do_n
         budget_curve.fit_power_law([(10, -100.0), (100, -99.0), (820, -90.0)])
 
 
-def test_the_budget_curve_with_a_given_exponent_recovers_the_law_from_two_points():
+def test_the_budget_curve_with_a_given_exponent_recovers_the_law_from_two_points(capsys):
     import budget_curve
 
     a, b, c = 53.05, 0.489, -84.3
@@ -186,4 +186,8 @@ def test_the_budget_curve_with_a_given_exponent_recovers_the_law_from_two_points
         budget_curve.fit_with_exponent([(10, -90.0), (820, -95.0)], b)
     with pytest.raises(ValueError, match="two"):
         budget_curve.fit_with_exponent(points + [(100.0, -90.0)], b)
+    # the command line prints the same law's prediction: with b = 1/2 the two points give a and c by hand
     assert budget_curve.main(["--point", "10:-100", "--point", "820:-88", "--exponent", "0.5"]) == 0
+    a2 = 12.0 / (10 ** -0.5 - 820 ** -0.5)
+    c2 = -88.0 + a2 * 820 ** -0.5
+    assert f"3,280 passes: {c2 - a2 * 3280 ** -0.5:.2f} nats" in capsys.readouterr().out
